@@ -1,0 +1,1 @@
+"""The Starlette intake API."""

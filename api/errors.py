@@ -1,0 +1,54 @@
+"""Every refusal is JSON: ``{"error": {"code", "message", "fields": [{"field", "reason"}]}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from roadie.jobs.intake import IntakeError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, code: str, message: str, fields: list[dict[str, str]] | None = None, **headers: str
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "fields": fields or []}}
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def validation_fields(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """Pydantic errors as (dotted field path, reason) pairs."""
+    fields = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        fields.append({"field": path or "body", "reason": error["msg"]})
+    return fields
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> IntakeError:
+    fields = validation_fields(exc, prefix)
+    summary = "; ".join(f"{f['field']}: {f['reason']}" for f in fields)
+    return IntakeError(422, "validation_error", f"invalid request: {summary}", fields)
+
+
+async def on_intake_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IntakeError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    return error_response(exc.status, exc.code, exc.message, exc.fields, **headers)
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("api.unhandled_error", extra={"path": request.url.path})
+    return error_response(500, "internal_error", "internal error")

@@ -1,0 +1,116 @@
+"""``/v1/jobs``: submit, read, list and cancel jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api.http import base_url, parse, path_uuid, read_json, require
+from models.platform import JobStatus
+from roadie.db import async_transaction
+from roadie.jobs import intake
+from roadie.jobs.intake import IntakeError, JobFilter
+from roadie.jobs.types import job_types
+
+IdempotencyKeyHeader = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class IdempotencyHeader(BaseModel):
+    key: IdempotencyKeyHeader | None = None
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: list[Literal[tuple(JobStatus)]] = Field(default_factory=list)  # type: ignore[valid-type]
+    type: list[str] = Field(default_factory=list)
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+    error_code: str | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = None
+
+    def job_filter(self) -> JobFilter:
+        return JobFilter(self.status, self.type, self.created_after, self.created_before, self.error_code)
+
+
+def query_dict(request: Request, multi: set[str]) -> dict[str, Any]:
+    """Query parameters as a dict; repeated and comma-separated values become lists for ``multi``."""
+    data: dict[str, Any] = {}
+    for key, value in request.query_params.multi_items():
+        if key in multi:
+            data.setdefault(key, []).extend(v for v in value.split(",") if v)
+        else:
+            data[key] = value
+    return data
+
+
+async def submit_job(request: Request) -> JSONResponse:
+    body = await read_json(request)
+    job_request = parse(JobRequest, body)
+    key = parse(IdempotencyHeader, {"key": request.headers.get("idempotency-key")}, "Idempotency-Key").key
+    job_type = job_types().get(job_request.type)
+    if job_type is None:
+        raise IntakeError(
+            422,
+            "unknown_job_type",
+            f"unknown job type {job_request.type!r}",
+            [{"field": "type", "reason": f"must be one of {', '.join(sorted(job_types()))}"}],
+        )
+    parse(job_type.payload_model, job_request.payload, "payload")
+    async with async_transaction() as session:
+        client = await require(session, request, "jobs:write")
+        submission = await intake.submit(session, job_type, job_request.payload, client=client, idempotency_key=key)
+        view = intake.job_view(submission.job, base_url=base_url(request))
+    headers = {"Location": view["url"]}
+    if submission.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(view, status_code=202, headers=headers)
+
+
+async def get_job(request: Request) -> JSONResponse:
+    job_id = path_uuid(request)
+    async with async_transaction() as session:
+        client = await require(session, request, "jobs:read")
+        job = await intake.find_job(session, job_id, client)
+        return JSONResponse(intake.job_view(job, base_url=base_url(request), admin="admin" in client.scopes))
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    query = parse(ListQuery, query_dict(request, {"status", "type"}))
+    async with async_transaction() as session:
+        client = await require(session, request, "jobs:read")
+        jobs, next_cursor = await intake.list_jobs(
+            session, client, query.job_filter(), limit=query.limit, cursor=query.cursor
+        )
+        url = base_url(request)
+        return JSONResponse({"jobs": [intake.job_view(job, base_url=url) for job in jobs], "next_cursor": next_cursor})
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    job_id = path_uuid(request)
+    async with async_transaction() as session:
+        client = await require(session, request, "jobs:write")
+        job = await intake.find_job(session, job_id, client, lock=True)
+        job = await intake.cancel(session, job, actor=client.name)
+        return JSONResponse(intake.job_view(job, base_url=base_url(request)), status_code=202)
+
+
+routes = [
+    Route("/v1/jobs", submit_job, methods=["POST"]),
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+]

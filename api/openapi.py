@@ -1,0 +1,172 @@
+"""``/openapi.json``: every endpoint, and the payload schema of every job type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from api.admin import RetryMany, RetryOne
+from api.jobs import JobRequest
+from roadie.jobs.types import job_types
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+
+
+def _error() -> dict[str, Any]:
+    return {"$ref": "#/components/responses/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def openapi_spec() -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    variants = []
+    for name, job_type in sorted(job_types().items()):
+        payload_ref = _schema(job_type.payload_model, components)
+        variant = f"JobRequest.{name}"
+        components[variant] = {
+            "type": "object",
+            "description": job_type.description,
+            "required": ["type", "payload"],
+            "properties": {"type": {"const": name}, "payload": payload_ref},
+        }
+        variants.append({"$ref": REF_TEMPLATE.format(model=variant)})
+    _schema(JobRequest, components)
+    components["Job"] = {
+        "type": "object",
+        "description": "A job in the ledger.",
+        "additionalProperties": True,
+        "required": ["id", "url", "type", "status"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "url": {"type": "string"},
+            "type": {"type": "string"},
+            "status": {"type": "string"},
+        },
+    }
+    components["Error"] = {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "fields": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+                        },
+                    },
+                },
+            }
+        },
+    }
+    job = {"$ref": "#/components/schemas/Job"}
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+    errors = {str(code): _error() for code in (400, 401, 403, 404, 409, 413, 422)}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Roadie intake API", "version": "1"},
+        "components": {
+            "schemas": components,
+            "responses": {"Error": _json({"$ref": "#/components/schemas/Error"}, "The request was refused.")},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "up"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Database and broker reachable",
+                    "security": [],
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                }
+            },
+            "/v1/jobs": {
+                "post": {
+                    "summary": "Submit a job (scope jobs:write)",
+                    "parameters": [
+                        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"oneOf": variants, "discriminator": {"propertyName": "type"}}
+                            }
+                        },
+                    },
+                    "responses": {"202": _json(job, "Accepted (or replayed for the same Idempotency-Key)"), **errors},
+                },
+                "get": {
+                    "summary": "List jobs, newest first (scope jobs:read)",
+                    "parameters": [
+                        {"name": n, "in": "query", "schema": s}
+                        for n, s in (
+                            ("status", {"type": "string"}),
+                            ("type", {"type": "string"}),
+                            ("created_after", {"type": "string", "format": "date-time"}),
+                            ("created_before", {"type": "string", "format": "date-time"}),
+                            ("error_code", {"type": "string"}),
+                            ("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                            ("cursor", {"type": "string"}),
+                        )
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "jobs": {"type": "array", "items": job},
+                                    "next_cursor": {"type": ["string", "null"]},
+                                },
+                            },
+                            "A page of jobs",
+                        ),
+                        **errors,
+                    },
+                },
+            },
+            "/v1/jobs/{job_id}": {
+                "get": {
+                    "summary": "A job (scope jobs:read)",
+                    "parameters": [job_id],
+                    "responses": {"200": _json(job, "The job"), **errors},
+                }
+            },
+            "/v1/jobs/{job_id}/cancel": {
+                "post": {
+                    "summary": "Cancel a job (scope jobs:write)",
+                    "parameters": [job_id],
+                    "responses": {"202": _json(job, "Cancelled or asked to stop"), **errors},
+                }
+            },
+            "/v1/admin/jobs/{job_id}/retry": {
+                "post": {
+                    "summary": "Re-run a finished job (scope admin)",
+                    "parameters": [job_id],
+                    "requestBody": {"content": {"application/json": {"schema": _schema(RetryOne, components)}}},
+                    "responses": {"202": _json(job, "Re-queued"), **errors},
+                }
+            },
+            "/v1/admin/jobs/retry": {
+                "post": {
+                    "summary": "Re-run finished jobs by filter (scope admin)",
+                    "requestBody": {"content": {"application/json": {"schema": _schema(RetryMany, components)}}},
+                    "responses": {"202": _json({"type": "object"}, "Re-queued jobs"), **errors},
+                }
+            },
+        },
+    }

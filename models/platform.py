@@ -1,0 +1,182 @@
+"""The job ledger: the source of truth for every job. Celery only carries job ids."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, created_at, updated_at, uuid_pk
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def finished(cls) -> frozenset[JobStatus]:
+        return frozenset({cls.SUCCEEDED, cls.FAILED, cls.CANCELLED})
+
+
+SCOPES = ("jobs:write", "jobs:read", "admin")
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class ApiClient(Base):
+    """An upstream app or an operator; its key is stored only as a SHA-256 hash."""
+
+    __tablename__ = "api_clients"
+    __table_args__ = (
+        CheckConstraint("scopes <@ ARRAY[" + ", ".join(f"'{s}'" for s in SCOPES) + "]::varchar[]", name="known_scopes"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    created_at: Mapped[dt.datetime] = created_at()
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class Job(Base):
+    """One job: what to run, how far it got, and how it ended."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in_list("status", tuple(JobStatus)), name="known_status"),
+        CheckConstraint("progress_percent BETWEEN 0 AND 100", name="progress_is_percent"),
+        CheckConstraint("attempts >= 0 AND run_attempts >= 0 AND run_attempts <= attempts", name="attempt_counts"),
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index("ix_jobs_type_created_at", "type", "created_at"),
+        Index("ix_jobs_running_heartbeat", "heartbeat_at", postgresql_where=text("status = 'running'")),
+        Index(
+            "ix_jobs_waiting_published",
+            "published_at",
+            postgresql_where=text("status IN ('queued', 'retrying')"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    type: Mapped[str] = mapped_column(String(100))
+    queue: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_attempts: Mapped[int] = mapped_column(Integer, default=0, comment="Attempts since the last (re-)run.")
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    progress_percent: Mapped[int] = mapped_column(SmallInteger, default=0)
+    progress_stage: Mapped[str | None] = mapped_column(String(100))
+    result: Mapped[dict[str, Any] | None]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_traceback: Mapped[str | None] = mapped_column(Text)
+    client_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_clients.id"), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    lease_id: Mapped[uuid.UUID | None] = mapped_column(comment="The claim whose worker may finish the job.")
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = created_at()
+    updated_at: Mapped[dt.datetime] = updated_at()
+    published_at: Mapped[dt.datetime | None]
+    publish_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]
+    next_attempt_at: Mapped[dt.datetime | None]
+
+    client: Mapped[ApiClient | None] = relationship()
+    children: Mapped[list[Job]] = relationship(back_populates="parent", order_by="Job.created_at")
+    parent: Mapped[Job | None] = relationship(back_populates="children", remote_side=[id])
+    attempt_rows: Mapped[list[JobAttempt]] = relationship(order_by="JobAttempt.number")
+    events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id")
+
+
+class JobAttempt(Base):
+    """One claim of a job by a worker, and how it ended."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (
+        UniqueConstraint("job_id", "number"),
+        CheckConstraint(
+            _in_list("outcome", ("running", "succeeded", "failed", "retrying", "lost", "cancelled")),
+            name="known_outcome",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    lease_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    worker: Mapped[str] = mapped_column(String(255))
+    message_id: Mapped[str | None] = mapped_column(String(255), comment="Broker message that delivered it.")
+    started_at: Mapped[dt.datetime] = created_at()
+    finished_at: Mapped[dt.datetime | None]
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class JobEvent(Base):
+    """Audit trail of a job: created, re-run (who, when, which attempt), cancelled, reaped."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(100))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any] | None]
+    created_at: Mapped[dt.datetime] = created_at()
+
+
+class OutboxMessage(Base):
+    """A job waiting to be published to the broker; deleted once published."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_available_at", "available_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    available_at: Mapped[dt.datetime] = created_at()
+    created_at: Mapped[dt.datetime] = created_at()
+
+
+class IdempotencyKey(Base):
+    """An Idempotency-Key, scoped to its client, with the fingerprint of the first request."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("client_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_clients.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = created_at()
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

@@ -1,0 +1,1 @@
+"""Roadie: the asynchronous worker platform behind a Web3 music service."""

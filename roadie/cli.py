@@ -1,0 +1,234 @@
+"""The ``roadie`` command: run the platform's processes and administer keys and jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import getpass
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any, TypeVar
+
+import click
+
+from models.platform import JobStatus
+from roadie.db import async_engine, async_transaction
+from roadie.jobs import intake
+from roadie.jobs.intake import IntakeError, JobFilter
+
+T = TypeVar("T")
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    async def scoped() -> T:
+        try:
+            return await work()
+        finally:
+            await async_engine().dispose()
+
+    try:
+        return asyncio.run(scoped())
+    except IntakeError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group()
+def main() -> None:
+    """Roadie: the worker platform of the music service."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@main.command()
+def up() -> None:
+    """Run the API, the relay, a worker per pool and beat until Ctrl-C or SIGTERM."""
+    from roadie.supervisor import up as run_up
+
+    run_up()
+
+
+@main.command()
+def demo() -> None:
+    """Start everything, enqueue a sample job over HTTP, print its result, stop."""
+    from roadie.demo import run_demo
+
+    sys.exit(run_demo())
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the database to the newest schema."""
+    from alembic import command
+    from alembic.config import Config
+
+    command.upgrade(Config("alembic.ini"), "head")
+
+
+@main.command()
+def relay() -> None:
+    """Publish committed jobs from the outbox to the broker (run one or more)."""
+    from roadie.jobs.outbox import relay_forever
+
+    with suppress(KeyboardInterrupt):
+        relay_forever()
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who the key is for (unique).")
+@click.option("--scopes", required=True, help="Comma-separated: jobs:write, jobs:read, admin.")
+def keys_create(name: str, scopes: str) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from roadie.auth import create_client
+
+    async def work() -> str:
+        async with async_transaction() as session:
+            _, raw_key = await create_client(session, name, [s.strip() for s in scopes.split(",") if s.strip()])
+            return raw_key
+
+    try:
+        raw_key = _run(work)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scopes") from exc
+    click.echo(raw_key)
+    click.echo("Store this key now: Roadie keeps only its hash and cannot show it again.", err=True)
+
+
+@main.group()
+def jobs() -> None:
+    """Inspect, re-run and cancel jobs."""
+
+
+def _filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option("--status", "statuses", multiple=True, type=click.Choice(list(JobStatus))),
+            click.option("--type", "types", multiple=True),
+            click.option("--since", type=click.DateTime(), help="Created at or after (UTC)."),
+            click.option("--until", type=click.DateTime(), help="Created before (UTC)."),
+            click.option("--error-code"),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _job_filter(
+    statuses: tuple[str, ...],
+    types: tuple[str, ...],
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    error_code: str | None,
+) -> JobFilter:
+    def utc(value: dt.datetime | None) -> dt.datetime | None:
+        return value.replace(tzinfo=dt.UTC) if value else None
+
+    return JobFilter(statuses, types, utc(since), utc(until), error_code)
+
+
+@jobs.command("list")
+@_filter_options
+@click.option("--limit", default=50, show_default=True)
+def jobs_list(
+    statuses: tuple[str, ...],
+    types: tuple[str, ...],
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    error_code: str | None,
+    limit: int,
+) -> None:
+    """List jobs, newest first."""
+
+    async def work() -> list[dict[str, Any]]:
+        async with async_transaction() as session:
+            found, _ = await intake.list_jobs(
+                session, None, _job_filter(statuses, types, since, until, error_code), limit=limit, cursor=None
+            )
+            return [intake.job_view(job) for job in found]
+
+    for job in _run(work):
+        error = f" {job['error']['code']}" if job["error"] else ""
+        click.echo(f"{job['id']}  {job['created_at']}  {job['type']:<24} {job['status']:<10}{error}")
+
+
+@jobs.command("show")
+@click.argument("job_id", type=click.UUID)
+def jobs_show(job_id: uuid.UUID) -> None:
+    """Everything about one job, as JSON."""
+
+    async def work() -> dict[str, Any]:
+        async with async_transaction() as session:
+            return intake.job_view(await intake.load_job(session, job_id), admin=True)
+
+    _echo_json(_run(work))
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=click.UUID, required=False)
+@_filter_options
+@click.option("--force", is_flag=True, help="Also re-run succeeded jobs.")
+@click.option("--limit", default=500, show_default=True)
+def jobs_retry(
+    job_id: uuid.UUID | None,
+    statuses: tuple[str, ...],
+    types: tuple[str, ...],
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    error_code: str | None,
+    force: bool,
+    limit: int,
+) -> None:
+    """Re-run one finished job, or every job matching the filters (default --status failed)."""
+
+    async def one(target: uuid.UUID) -> list[uuid.UUID]:
+        async with async_transaction() as session:
+            job = await intake.load_job(session, target)
+            await intake.rerun(session, job, _actor(), force=force)
+            return [target]
+
+    async def many() -> list[uuid.UUID]:
+        chosen = statuses or (JobStatus.FAILED,)
+        if JobStatus.SUCCEEDED in chosen and not force:
+            raise click.UsageError("re-running succeeded jobs needs --force")
+        async with async_transaction() as session:
+            return await intake.rerun_matching(
+                session, _job_filter(chosen, types, since, until, error_code), _actor(), force=force, limit=limit
+            )
+
+    rerun = _run(lambda: one(job_id)) if job_id else _run(many)
+    click.echo(f"re-queued {len(rerun)} job(s)")
+    for target in rerun:
+        click.echo(str(target))
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=click.UUID)
+def jobs_cancel(job_id: uuid.UUID) -> None:
+    """Cancel a waiting job, or ask a running one to stop."""
+
+    async def work() -> dict[str, Any]:
+        async with async_transaction() as session:
+            job = await intake.load_job(session, job_id)
+            return intake.job_view(await intake.cancel(session, job, _actor()))
+
+    job = _run(work)
+    click.echo(f"{job['id']} {job['status']}{' (stop requested)' if job['cancel_requested'] else ''}")
+
+
+if __name__ == "__main__":
+    main()

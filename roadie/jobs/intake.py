@@ -1,0 +1,310 @@
+"""Accepting, finding, cancelling and re-running jobs: the service behind the API and the CLI.
+
+A job is accepted by committing its row and an outbox row in one transaction; the relay
+publishes after commit, so a job the API acknowledged is never only in the broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from models.platform import ApiClient, IdempotencyKey, Job, JobEvent, JobStatus, OutboxMessage
+from roadie.jobs.types import JobType
+from roadie.settings import get_settings
+
+
+class IntakeError(Exception):
+    """A request the service refuses; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields or []
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    replayed: bool
+
+
+def fingerprint(job_type: str, payload: dict[str, Any]) -> str:
+    """The request's identity for Idempotency-Key comparison: SHA-256 of canonical JSON."""
+    canonical = json.dumps({"type": job_type, "payload": payload}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _lock_key(client_id: uuid.UUID, key: str) -> int:
+    digest = hashlib.sha256(f"{client_id}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def new_job(job_type: JobType, payload: dict[str, Any], **fields: Any) -> Job:
+    return Job(
+        type=job_type.name,
+        queue=job_type.queue,
+        payload=payload,
+        status=JobStatus.QUEUED,
+        attempts=0,
+        run_attempts=0,
+        max_attempts=job_type.max_attempts,
+        progress_percent=0,
+        cancel_requested=False,
+        publish_count=0,
+        **fields,
+    )
+
+
+async def submit(
+    session: AsyncSession,
+    job_type: JobType,
+    payload: dict[str, Any],
+    *,
+    client: ApiClient | None,
+    idempotency_key: str | None = None,
+    now: dt.datetime | None = None,
+) -> Submission:
+    """Create the job and its outbox row, honouring the client's Idempotency-Key.
+
+    Same key and same body: the original job. Same key, other body: 422. A request with the
+    same key while the first is still in its transaction: 409.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    print_ = fingerprint(job_type.name, payload)
+    if idempotency_key is not None and client is not None:
+        locked = await session.scalar(select(func.pg_try_advisory_xact_lock(_lock_key(client.id, idempotency_key))))
+        if not locked:
+            raise IntakeError(409, "idempotency_in_flight", "a request with this Idempotency-Key is in progress")
+        previous = await session.scalar(
+            select(IdempotencyKey).where(IdempotencyKey.client_id == client.id, IdempotencyKey.key == idempotency_key)
+        )
+        if previous is not None and previous.expires_at > now:
+            if previous.fingerprint != print_:
+                raise IntakeError(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request body",
+                    [{"field": "Idempotency-Key", "reason": "already used with a different body"}],
+                )
+            return Submission(await load_job(session, previous.job_id), replayed=True)
+        if previous is not None:
+            await session.delete(previous)
+            await session.flush()
+    job = new_job(job_type, payload, client_id=client.id if client else None, idempotency_key=idempotency_key)
+    session.add(job)
+    await session.flush()
+    session.add(OutboxMessage(job_id=job.id))
+    if idempotency_key is not None and client is not None:
+        ttl = dt.timedelta(hours=get_settings().idempotency_ttl_hours)
+        session.add(
+            IdempotencyKey(
+                client_id=client.id, key=idempotency_key, fingerprint=print_, job_id=job.id, expires_at=now + ttl
+            )
+        )
+    session.add(JobEvent(job_id=job.id, kind="created", actor=client.name if client else None))
+    await session.flush()
+    return Submission(await load_job(session, job.id), replayed=False)
+
+
+def _with_details(query: Select[Job]) -> Select[Job]:
+    return query.options(
+        selectinload(Job.children), selectinload(Job.events), selectinload(Job.attempt_rows)
+    ).execution_options(populate_existing=True)
+
+
+async def load_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    job = await session.scalar(_with_details(select(Job).where(Job.id == job_id)))
+    if job is None:
+        raise IntakeError(404, "not_found", f"no job {job_id}")
+    return job
+
+
+async def find_job(session: AsyncSession, job_id: uuid.UUID, client: ApiClient, *, lock: bool = False) -> Job:
+    """A job the client may see: its own, or any for an admin."""
+    query = select(Job).where(Job.id == job_id)
+    if "admin" not in client.scopes:
+        query = query.where(Job.client_id == client.id)
+    if lock:
+        query = query.with_for_update()
+    job = await session.scalar(_with_details(query))
+    if job is None:
+        raise IntakeError(404, "not_found", f"no job {job_id}")
+    return job
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    statuses: Sequence[str] = ()
+    types: Sequence[str] = ()
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+    error_code: str | None = None
+
+    def apply(self, query: Select[Job]) -> Select[Job]:
+        if self.statuses:
+            query = query.where(Job.status.in_(self.statuses))
+        if self.types:
+            query = query.where(Job.type.in_(self.types))
+        if self.created_after:
+            query = query.where(Job.created_at >= self.created_after)
+        if self.created_before:
+            query = query.where(Job.created_at < self.created_before)
+        if self.error_code:
+            query = query.where(Job.error_code == self.error_code)
+        return query
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return dt.datetime.fromisoformat(created), uuid.UUID(job_id)
+    except (ValueError, TypeError) as exc:
+        raise IntakeError(
+            422, "validation_error", "invalid cursor", [{"field": "cursor", "reason": "not a cursor this API issued"}]
+        ) from exc
+
+
+async def list_jobs(
+    session: AsyncSession, client: ApiClient | None, job_filter: JobFilter, *, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    """A page of jobs, newest first, and the cursor of the next page (None on the last)."""
+    query = job_filter.apply(select(Job))
+    if client is not None and "admin" not in client.scopes:
+        query = query.where(Job.client_id == client.id)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
+    rows = list((await session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))).all())
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def cancel(session: AsyncSession, job: Job, actor: str) -> Job:
+    """Cancel a waiting job at once; ask a running one to stop at its next progress report or beat."""
+    if job.status in JobStatus.finished():
+        raise IntakeError(409, "job_finished", f"job is already {job.status}")
+    if job.status == JobStatus.RUNNING:
+        job.cancel_requested = True
+        session.add(JobEvent(job_id=job.id, kind="cancel_requested", actor=actor, attempt=job.attempts))
+    else:
+        job.status, job.cancel_requested, job.finished_at = JobStatus.CANCELLED, True, func.now()
+        session.add(JobEvent(job_id=job.id, kind="cancelled", actor=actor, attempt=job.attempts))
+    await session.flush()
+    return await load_job(session, job.id)
+
+
+async def rerun(session: AsyncSession, job: Job, actor: str, *, force: bool = False) -> Job:
+    """Re-enqueue a finished job from its stored spec; a succeeded job only when forced."""
+    if job.status not in JobStatus.finished():
+        raise IntakeError(409, "job_active", f"job is {job.status}; only finished jobs can be re-run")
+    if job.status == JobStatus.SUCCEEDED and not force:
+        raise IntakeError(409, "job_succeeded", "job already succeeded; re-run it with force=true")
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            kind="rerun",
+            actor=actor,
+            attempt=job.attempts + 1,
+            detail={"previous_status": job.status, "forced": force, "previous_error_code": job.error_code},
+        )
+    )
+    job.status, job.run_attempts, job.cancel_requested = JobStatus.QUEUED, 0, False
+    job.finished_at = job.next_attempt_at = job.lease_id = None
+    job.progress_percent, job.progress_stage = 0, None
+    session.add(OutboxMessage(job_id=job.id))
+    await session.flush()
+    return await load_job(session, job.id)
+
+
+async def rerun_matching(
+    session: AsyncSession, job_filter: JobFilter, actor: str, *, force: bool, limit: int
+) -> list[uuid.UUID]:
+    """Bulk re-run: every finished job matching the filter, locked so two admins cannot double it."""
+    jobs = (
+        await session.scalars(
+            job_filter.apply(select(Job))
+            .where(Job.status.in_(JobStatus.finished()))
+            .order_by(Job.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    rerun_ids = []
+    for job in jobs:
+        if job.status == JobStatus.SUCCEEDED and not force:
+            continue
+        await rerun(session, job, actor, force=force)
+        rerun_ids.append(job.id)
+    return rerun_ids
+
+
+def job_view(job: Job, *, base_url: str = "", admin: bool = False) -> dict[str, Any]:
+    """The JSON shape of a job for the API and the CLI."""
+
+    def iso(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    view: dict[str, Any] = {
+        "id": str(job.id),
+        "url": f"{base_url}/v1/jobs/{job.id}",
+        "type": job.type,
+        "queue": job.queue,
+        "status": job.status,
+        "payload": job.payload,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "progress": {"percent": job.progress_percent, "stage": job.progress_stage},
+        "result": job.result,
+        "error": (
+            {"code": job.error_code, "message": job.error_message}
+            | ({"traceback": job.error_traceback} if admin else {})
+            if job.error_code
+            else None
+        ),
+        "cancel_requested": job.cancel_requested,
+        "idempotency_key": job.idempotency_key,
+        "parent_id": str(job.parent_id) if job.parent_id else None,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "next_attempt_at": iso(job.next_attempt_at),
+    }
+    if "children" in job.__dict__:
+        view["children"] = [
+            {"id": str(c.id), "type": c.type, "status": c.status, "progress": c.progress_percent} for c in job.children
+        ]
+    if "events" in job.__dict__:
+        view["reruns"] = [
+            {"by": e.actor, "at": iso(e.created_at), "attempt": e.attempt, **(e.detail or {})}
+            for e in job.events
+            if e.kind == "rerun"
+        ]
+    if "attempt_rows" in job.__dict__:
+        view["attempt_history"] = [
+            {
+                "number": a.number,
+                "worker": a.worker,
+                "outcome": a.outcome,
+                "started_at": iso(a.started_at),
+                "finished_at": iso(a.finished_at),
+                "error_code": a.error_code,
+                "error_message": a.error_message,
+            }
+            for a in job.attempt_rows
+        ]
+    return view

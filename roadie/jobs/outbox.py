@@ -1,0 +1,147 @@
+"""Getting jobs from the ledger onto the broker, and back onto it when the broker lost them.
+
+- the relay publishes outbox rows after their transaction committed (woken by NOTIFY);
+- the sweeper re-sends jobs that were published but never started (a flushed Redis);
+- the reaper re-queues jobs whose worker stopped beating (SIGKILL, OOM), up to a limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import select as io_select
+import threading
+from typing import Any, cast
+
+import psycopg
+from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy.engine import CursorResult, make_url
+
+from models.platform import IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
+from roadie.db import transaction
+from roadie.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "roadie_outbox"
+#: The sweeper waits republish_after_s * 2**(n-1) before the n-th re-send, at most this long.
+MAX_REPUBLISH_WAIT_S = 3600
+
+
+def relay_once(limit: int = 500) -> int:
+    """Publish due outbox rows and delete them, in one transaction; returns how many were sent.
+
+    A crash after publishing but before commit re-sends those rows: duplicates are dropped
+    when a worker tries to claim a job that is no longer waiting.
+    """
+    from workers.app import app
+
+    with transaction() as session:
+        rows = session.execute(
+            select(OutboxMessage.id, OutboxMessage.job_id, Job.type, Job.queue)
+            .join(Job, Job.id == OutboxMessage.job_id)
+            .where(OutboxMessage.available_at <= func.now())
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+            .with_for_update(of=OutboxMessage, skip_locked=True)
+        ).all()
+        if not rows:
+            return 0
+        with app.producer_or_acquire() as producer:
+            for outbox_id, job_id, job_type, queue in rows:
+                app.send_task(
+                    job_type, args=[str(job_id)], task_id=f"{job_id}.{outbox_id}", queue=queue, producer=producer
+                )
+        session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])))
+        session.execute(
+            update(Job)
+            .where(Job.id.in_({r.job_id for r in rows}))
+            .values(published_at=func.now(), publish_count=Job.publish_count + 1)
+        )
+        return len(rows)
+
+
+def relay_forever(stop: threading.Event | None = None) -> None:
+    """Drain the outbox, then sleep until NOTIFY or the poll interval (for retries coming due)."""
+    settings = get_settings()
+    stop = stop or threading.Event()
+    url = make_url(settings.sqlalchemy_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        while not stop.is_set():
+            try:
+                sent = relay_once()
+            except Exception:
+                log.exception("relay.publish_failed")
+                sent = 0
+                stop.wait(1.0)
+            if sent:
+                continue
+            io_select.select([listener.fileno()], [], [], settings.relay_poll_interval_s)
+            for _ in listener.notifies(timeout=0):
+                pass
+
+
+def republish_stale() -> int:
+    """Queue another send for jobs the broker seems to have lost; returns how many."""
+    settings = get_settings()
+    wait = func.least(
+        MAX_REPUBLISH_WAIT_S, settings.republish_after_s * func.power(2, func.greatest(Job.publish_count - 1, 0))
+    )
+    overdue = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, wait)
+    pending = exists().where(OutboxMessage.job_id == Job.id)
+    with transaction() as session:
+        job_ids = session.scalars(
+            select(Job.id)
+            .where(
+                ~pending,
+                or_(
+                    and_(Job.status == JobStatus.QUEUED, or_(Job.published_at.is_(None), Job.published_at < overdue)),
+                    and_(Job.status == JobStatus.RETRYING, Job.next_attempt_at < overdue),
+                ),
+            )
+            .with_for_update(skip_locked=True)
+            .limit(1000)
+        ).all()
+        session.add_all(OutboxMessage(job_id=job_id) for job_id in job_ids)
+        if job_ids:
+            log.warning("sweeper.republished", extra={"count": len(job_ids)})
+        return len(job_ids)
+
+
+def reap_lost() -> int:
+    """Re-queue running jobs whose heartbeat expired, or fail them after too many deliveries."""
+    settings = get_settings()
+    with transaction() as session:
+        lost = session.scalars(
+            select(Job)
+            .where(
+                Job.status == JobStatus.RUNNING,
+                Job.heartbeat_at < func.now() - dt.timedelta(seconds=settings.heartbeat_timeout_s),
+            )
+            .with_for_update(skip_locked=True)
+            .limit(1000)
+        ).all()
+        for job in lost:
+            session.execute(
+                update(JobAttempt)
+                .where(JobAttempt.lease_id == job.lease_id)
+                .values(outcome="lost", finished_at=func.now(), error_code="worker_lost")
+            )
+            job.lease_id = None
+            if job.run_attempts >= settings.max_deliveries:
+                job.status, job.finished_at = JobStatus.FAILED, func.now()
+                job.error_code = "worker_lost"
+                job.error_message = f"the worker running this job was lost {job.run_attempts} times"
+            else:
+                job.status = JobStatus.QUEUED
+                session.add(OutboxMessage(job_id=job.id))
+            session.add(JobEvent(job_id=job.id, kind="reaped", attempt=job.attempts, detail={"status": job.status}))
+        return len(lost)
+
+
+def purge_expired_idempotency_keys() -> int:
+    """Forget Idempotency-Keys past their published retention."""
+    with transaction() as session:
+        purged = session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at < func.now()))
+        return cast("CursorResult[Any]", purged).rowcount

@@ -1,0 +1,72 @@
+"""The registry of job types: each has a payload schema, a queue and its limits.
+
+The API validates payloads against it; the worker runtime finds the handler in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from roadie.jobs.runtime import JobContext
+
+QUEUES = ("media", "ipfs", "chain", "ledger", "indexer", "default")
+
+Handler = Callable[[Any, "JobContext"], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    payload_model: type[BaseModel]
+    handler: Handler
+    queue: str = "default"
+    max_attempts: int = 5
+    soft_time_limit_s: int = 300
+    hard_time_limit_s: int = 360
+    description: str = ""
+
+
+_REGISTRY: dict[str, JobType] = {}
+
+
+def job_type(
+    name: str,
+    payload_model: type[BaseModel],
+    *,
+    queue: str = "default",
+    max_attempts: int = 5,
+    soft_time_limit_s: int = 300,
+    hard_time_limit_s: int = 360,
+) -> Callable[[Handler], Handler]:
+    """Declare a job type whose handler is the decorated plain function."""
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
+
+    def register(handler: Handler) -> Handler:
+        if name in _REGISTRY:
+            raise ValueError(f"job type {name!r} is declared twice")
+        _REGISTRY[name] = JobType(
+            name=name,
+            payload_model=payload_model,
+            handler=handler,
+            queue=queue,
+            max_attempts=max_attempts,
+            soft_time_limit_s=soft_time_limit_s,
+            hard_time_limit_s=hard_time_limit_s,
+            description=(handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else "",
+        )
+        return handler
+
+    return register
+
+
+def job_types() -> dict[str, JobType]:
+    """Every declared job type, after importing the task modules that declare them."""
+    import tasks  # noqa: F401 - importing the package declares the job types
+
+    return dict(_REGISTRY)

@@ -1,0 +1,195 @@
+"""``roadie up``: the whole process set on one machine, without Docker.
+
+Starts the embedded servers when no URLs are configured, migrates, then runs the API, the
+outbox relay, one Celery worker per pool and beat; stops all of them on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from roadie.embedded import EmbeddedPostgres, EmbeddedRedis
+from roadie.settings import Settings, get_settings
+
+#: pool -> worker concurrency. The indexer is a single consumer by design.
+POOLS: dict[str, int] = {"default": 2, "media": 1, "ipfs": 2, "chain": 1, "ledger": 1, "indexer": 1}
+
+
+def worker_command(pool: str, concurrency: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        pool,
+        "-n",
+        f"{pool}@%h",
+        "--concurrency",
+        str(concurrency),
+        "--prefetch-multiplier",
+        "1",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def process_commands(settings: Settings) -> dict[str, list[str]]:
+    """Every long-running process of the platform, by name."""
+    home = settings.home.resolve()
+    commands = {
+        "api": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:app",
+            "--host",
+            settings.api_host,
+            "--port",
+            str(settings.api_port),
+            "--no-access-log",
+        ],
+        "relay": [sys.executable, "-m", "roadie.cli", "relay"],
+        "beat": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "-s",
+            str(home / "celerybeat-schedule"),
+        ],
+    }
+    commands.update({f"worker-{pool}": worker_command(pool, n) for pool, n in POOLS.items()})
+    return commands
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    embedded: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    def start_servers(self) -> None:
+        home = self.settings.home.resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        if self.settings.embedded_database:
+            postgres = EmbeddedPostgres(home / "pg", self.settings.embedded_pg_port)
+            self.embedded.append(postgres)
+            self.env["ROADIE_DATABASE_URL"] = postgres.start()
+            print(f"embedded PostgreSQL on 127.0.0.1:{postgres.port} (data in {postgres.data_dir})")
+        if self.settings.embedded_broker:
+            broker = EmbeddedRedis(home / "redis", self.settings.embedded_redis_port)
+            self.embedded.append(broker)
+            self.env["ROADIE_BROKER_URL"] = broker.start()
+            print(f"embedded Redis on 127.0.0.1:{broker.port} (data in {broker.data_dir})")
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            check=True,
+            env=self.env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+
+    def start_processes(self) -> None:
+        logs = self.settings.home.resolve() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name, command in process_commands(self.settings).items():
+            with (logs / f"{name}.log").open("ab") as log_file:
+                self.processes[name] = subprocess.Popen(
+                    command, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                )
+        print(f"processes: {', '.join(self.processes)}; logs in {logs}")
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.25)
+        raise RuntimeError(f"the API at {self.base_url} did not become ready in {timeout_s:.0f}s")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.settings.home}/logs/{name}.log")
+
+    def stop(self) -> None:
+        """SIGTERM every process (warm shutdown), SIGKILL what is left after 20 s, then the servers."""
+        for process in self.processes.values():
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+        for server in reversed(self.embedded):
+            server.stop()
+        self.embedded.clear()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops ``roadie up`` the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def running_platform(settings: Settings | None = None) -> Iterator[Platform]:
+    """The platform, up and ready, for as long as the block runs; SIGTERM ends the block too."""
+    platform = Platform(settings or get_settings())
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        platform.start_servers()
+        platform.migrate()
+        platform.start_processes()
+        platform.wait_ready()
+        yield platform
+    finally:
+        platform.stop()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def up() -> None:
+    """Run until Ctrl-C or SIGTERM."""
+    with running_platform() as platform:
+        print(f"Roadie is up: API at {platform.base_url} (Ctrl-C stops every process)")
+        try:
+            while True:
+                platform.check_alive()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("stopping...")

@@ -1,0 +1,1 @@
+"""Celery beat schedules, in one module, with crontab expressions from the environment."""

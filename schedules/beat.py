@@ -1,0 +1,43 @@
+"""The beat schedule. Each entry's timing is the setting ``ROADIE_SCHEDULE_<NAME>``.
+
+Housekeeping runs every few seconds; the money schedules (rewards, staking, royalties)
+join this table with the ledger issue, each keyed by its period.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery.schedules import crontab
+
+from roadie.settings import Settings
+
+#: schedule name -> task; the timing is the setting ``schedule_<name>``.
+SCHEDULED_TASKS: dict[str, str] = {
+    "sweep_outbox": "platform.sweep_outbox",
+    "reap_lost_jobs": "platform.reap_lost_jobs",
+    "purge_idempotency_keys": "platform.purge_idempotency_keys",
+}
+
+
+def parse_schedule(text: str) -> timedelta | crontab:
+    """``every 15s`` / ``every 5m`` or a five-field crontab such as ``0 0 * * *``."""
+    text = text.strip()
+    if text.startswith("every "):
+        amount, unit = text.removeprefix("every ")[:-1], text[-1]
+        seconds = {"s": 1, "m": 60, "h": 3600}[unit]
+        return timedelta(seconds=float(amount) * seconds)
+    minute, hour, day_of_month, month_of_year, day_of_week = text.split()
+    return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        name: {
+            "task": task,
+            "schedule": parse_schedule(getattr(settings, f"schedule_{name}")),
+            "options": {"queue": "default", "expires": 60},
+        }
+        for name, task in SCHEDULED_TASKS.items()
+    }

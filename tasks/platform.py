@@ -1,0 +1,57 @@
+"""The platform's own job type (``platform.echo``) and its housekeeping tasks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from celery import shared_task
+from pydantic import BaseModel, ConfigDict, Field
+
+from roadie.jobs import outbox
+from roadie.jobs.errors import PermanentError, TransientError
+from roadie.jobs.runtime import JobContext
+from roadie.jobs.types import job_type
+
+
+class EchoPayload(BaseModel):
+    """Any JSON object; these optional fields rehearse slow and failing jobs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sleep_ms: int = Field(default=0, ge=0, le=600_000, description="Sleep this long before answering.")
+    fail: Literal["permanent", "transient"] | None = Field(default=None, description="Fail this way.")
+    fail_times: int | None = Field(
+        default=None, ge=1, le=100, description="Fail only the first N attempts (default: every attempt)."
+    )
+
+
+@job_type("platform.echo", EchoPayload, queue="default", max_attempts=5, soft_time_limit_s=660, hard_time_limit_s=720)
+def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
+    """Return the payload as the result, after an optional sleep or a rehearsed failure."""
+    deadline = time.monotonic() + payload.sleep_ms / 1000
+    while (left := deadline - time.monotonic()) > 0:
+        context.raise_if_cancelled()
+        time.sleep(min(left, 0.1))
+    if payload.fail and (payload.fail_times is None or context.run_attempt <= payload.fail_times):
+        error = TransientError if payload.fail == "transient" else PermanentError
+        raise error(f"rehearsed {payload.fail} failure on attempt {context.run_attempt}", code=f"echo_{payload.fail}")
+    return payload.model_dump(mode="json", exclude_unset=True)
+
+
+@shared_task(name="platform.sweep_outbox", ignore_result=True)
+def sweep_outbox() -> int:
+    """Re-send jobs the broker lost."""
+    return outbox.republish_stale()
+
+
+@shared_task(name="platform.reap_lost_jobs", ignore_result=True)
+def reap_lost_jobs() -> int:
+    """Re-queue jobs whose worker died."""
+    return outbox.reap_lost()
+
+
+@shared_task(name="platform.purge_idempotency_keys", ignore_result=True)
+def purge_idempotency_keys() -> int:
+    """Forget expired Idempotency-Keys."""
+    return outbox.purge_expired_idempotency_keys()

@@ -1,0 +1,65 @@
+"""The one Celery app. JSON only, late acks, prefetch 1: the broker carries job ids, the ledger the rest.
+
+Pools (run one worker command per pool; see the README):
+``media`` (CPU: transcode, analysis), ``ipfs`` (I/O), ``chain`` (mint, transfers),
+``ledger`` (rewards, staking, royalties), ``indexer`` (a single consumer), ``default``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from roadie.db import dispose_engines
+from roadie.settings import get_settings
+from schedules.beat import beat_schedule
+from workers.base import bind_job_types
+
+VISIBILITY_TIMEOUT_S = 7200  # above the longest transcode; the ledger's reaper recovers lost jobs sooner
+
+
+def create_app() -> Celery:
+    settings = get_settings()
+    app = Celery("roadie", broker=settings.celery_broker_url)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_ignore_result=True,  # results live in the job ledger
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_max_tasks_per_child=500,
+        worker_hijack_root_logger=False,
+        task_default_queue="default",
+        task_create_missing_queues=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        task_routes=_route,
+        beat_schedule=beat_schedule(settings),
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:
+    """Route a job's task to its type's queue; platform housekeeping goes to ``default``."""
+    from roadie.jobs.types import job_types
+
+    job_type = job_types().get(name)
+    return {"queue": job_type.queue if job_type else "default"}
+
+
+@signals.worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    """A forked pool child must not share the parent's database connections."""
+    dispose_engines()
+
+
+app = create_app()
+bind_job_types(app)

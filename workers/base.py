@@ -1,0 +1,38 @@
+"""Every job type becomes a Celery task whose body is the ledger runtime around its handler."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import Celery, Task
+
+from roadie.jobs.runtime import execute
+from roadie.jobs.types import JobType, job_types
+
+
+class LedgerTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
+    """Claims the job in the ledger, runs the handler with a heartbeat, records the outcome."""
+
+    job_type: JobType
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+
+
+def _run(self: LedgerTask, job_id: str) -> str | None:
+    return execute(self.job_type, uuid.UUID(job_id), message_id=self.request.id, worker=self.request.hostname)
+
+
+def bind_job_types(app: Celery) -> None:
+    """Register one task per declared job type, named after the type, with its time limits."""
+    for job_type in job_types().values():
+        app.task(
+            _run,
+            name=job_type.name,
+            base=LedgerTask,
+            bind=True,
+            job_type=job_type,
+            queue=job_type.queue,
+            soft_time_limit=job_type.soft_time_limit_s,
+            time_limit=job_type.hard_time_limit_s,
+        )
