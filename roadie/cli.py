@@ -117,7 +117,7 @@ def jobs() -> None:
 def _filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
-            click.option("--status", "statuses", multiple=True, type=click.Choice(list(JobStatus))),
+            click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in JobStatus])),
             click.option("--type", "types", multiple=True),
             click.option("--since", type=click.DateTime(), help="Created at or after (UTC)."),
             click.option("--until", type=click.DateTime(), help="Created before (UTC)."),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,15 +24,18 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         default=None, description="Celery broker URL (redis://... or amqp://...). Unset: embedded Redis."
     )
-    home: Path = Field(default=Path(".roadie"), description="Where embedded servers and blobs live.")
+    home: Path = Field(default=Path(".roadie"), description="Where embedded servers, process logs and beat state live.")
     api_host: str = Field(default="127.0.0.1", description="Address the intake API binds.")
     api_port: int = Field(default=8000, description="Port the intake API binds.")
     ipfs_api_addr: str = Field(
-        default="/ip4/127.0.0.1/tcp/5001/http", description="Multiaddr of the IPFS node's RPC API."
+        default="/ip4/127.0.0.1/tcp/5001/http", description="Multiaddr of the IPFS node's RPC API (ipfs pool)."
     )
-    solana_rpc_url: str = Field(default="http://127.0.0.1:8899", description="Solana JSON-RPC URL.")
+    solana_rpc_url: str = Field(
+        default="http://127.0.0.1:8899", description="Solana JSON-RPC URL (chain and indexer pools)."
+    )
     keypair_path: Path = Field(
-        default=Path(".roadie/platform-keypair.json"), description="Solana CLI JSON keypair of the platform."
+        default=Path(".roadie/platform-keypair.json"),
+        description="Solana CLI JSON keypair file of the platform; never logged.",
     )
     max_body_bytes: int = Field(default=1_048_576, description="Largest JSON request body the API accepts.")
     idempotency_ttl_hours: int = Field(default=24, ge=24, description="How long Idempotency-Keys are kept.")
@@ -52,9 +55,6 @@ class Settings(BaseSettings):
     schedule_sweep_outbox: str = Field(default="every 15s", description="Beat: re-send lost jobs.")
     schedule_reap_lost_jobs: str = Field(default="every 10s", description="Beat: re-queue jobs of dead workers.")
     schedule_purge_idempotency_keys: str = Field(default="17 * * * *", description="Beat: drop expired keys.")
-    flower_basic_auth: SecretStr | None = Field(
-        default=None, description="user:password list for Flower (required to start it)."
-    )
 
     @property
     def embedded_database(self) -> bool:

@@ -22,7 +22,7 @@ class EchoPayload(BaseModel):
     sleep_ms: int = Field(default=0, ge=0, le=600_000, description="Sleep this long before answering.")
     fail: Literal["permanent", "transient"] | None = Field(default=None, description="Fail this way.")
     fail_times: int | None = Field(
-        default=None, ge=1, le=100, description="Fail only the first N attempts (default: every attempt)."
+        default=None, ge=1, le=100, description="Fail only the job's first N attempts, re-runs included (default: all)."
     )
 
 
@@ -33,9 +33,9 @@ def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
     while (left := deadline - time.monotonic()) > 0:
         context.raise_if_cancelled()
         time.sleep(min(left, 0.1))
-    if payload.fail and (payload.fail_times is None or context.run_attempt <= payload.fail_times):
+    if payload.fail and (payload.fail_times is None or context.attempt <= payload.fail_times):
         error = TransientError if payload.fail == "transient" else PermanentError
-        raise error(f"rehearsed {payload.fail} failure on attempt {context.run_attempt}", code=f"echo_{payload.fail}")
+        raise error(f"rehearsed {payload.fail} failure on attempt {context.attempt}", code=f"echo_{payload.fail}")
     return payload.model_dump(mode="json", exclude_unset=True)
 
 

@@ -1,0 +1,27 @@
+"""Small steps the tests share: submitting a job and waiting for it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+
+def wait_for_job(client: httpx.Client, job_id: str, statuses: set[str] | str, timeout: float = 30) -> dict[str, Any]:
+    """Poll the API until the job reaches one of ``statuses``."""
+    wanted = {statuses} if isinstance(statuses, str) else statuses
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in wanted:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} stayed {job.get('status')} (wanted {wanted}): {job}")
+
+
+def submit(client: httpx.Client, payload: dict[str, Any], **headers: str) -> dict[str, Any]:
+    response = client.post("/v1/jobs", json={"type": "platform.echo", "payload": payload}, headers=headers)
+    assert response.status_code == 202, response.text
+    return dict(response.json())

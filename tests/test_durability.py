@@ -1,0 +1,129 @@
+"""Nothing lost, nothing twice: jobs survive killed workers and a flushed broker.
+
+These tests stop the shared worker and run their own, so they can kill them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import pytest
+import redis
+from sqlalchemy import select
+
+from models.platform import JobAttempt
+from roadie.db import transaction
+from roadie.jobs.outbox import reap_lost, republish_stale
+from tests.conftest import Process, Processes
+from tests.helpers import submit, wait_for_job
+
+
+@pytest.fixture
+def own_workers(worker: Process, processes: Processes) -> Iterator[Processes]:
+    """The shared worker is stopped for the test and started again afterwards."""
+    worker.stop()
+    yield processes
+    for process in processes.running:
+        if process is not worker and process.name.startswith("worker-"):
+            process.kill()
+    worker.start()
+
+
+def outcomes(job_id: str) -> list[str]:
+    with transaction() as session:
+        return list(
+            session.scalars(select(JobAttempt.outcome).where(JobAttempt.job_id == job_id).order_by(JobAttempt.number))
+        )
+
+
+def wait_until(condition: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_sigkilled_worker_s_job_is_reaped_and_completes_exactly_once(
+    client: httpx.Client, own_workers: Processes
+) -> None:
+    doomed = own_workers.worker()
+    job = submit(client, {"sleep_ms": 3000, "marker": "killed"})
+    wait_for_job(client, job["id"], "running")
+
+    doomed.kill(signal.SIGKILL)  # the main process and its pool child, with no chance to clean up
+    time.sleep(3.5)  # > ROADIE_HEARTBEAT_TIMEOUT_S: the beat has stopped
+    assert reap_lost() == 1
+    own_workers.worker()
+
+    job = wait_for_job(client, job["id"], "succeeded", timeout=30)
+    assert job["result"] == {"sleep_ms": 3000, "marker": "killed"}
+    assert job["attempts"] == 2
+    assert outcomes(job["id"]) == ["lost", "succeeded"]
+
+
+def test_a_sigkilled_pool_child_s_job_is_redelivered_and_completes_exactly_once(
+    client: httpx.Client, own_workers: Processes
+) -> None:
+    survivor = own_workers.worker()
+    job = submit(client, {"sleep_ms": 2000})
+    wait_for_job(client, job["id"], "running")
+
+    (child,) = psutil.Process(survivor.pid).children()
+    os.kill(child.pid, signal.SIGKILL)  # acks_late + reject_on_worker_lost puts the message back
+
+    job = wait_for_job(client, job["id"], "succeeded", timeout=30)
+    assert job["attempts"] == 2
+    assert outcomes(job["id"]) == ["lost", "succeeded"]
+
+
+def test_a_job_is_not_lost_when_redis_is_flushed_after_it_was_accepted(
+    client: httpx.Client, own_workers: Processes, broker: redis.Redis
+) -> None:
+    job = submit(client, {"marker": "survives the flush"})
+    wait_until(lambda: broker.llen("default") == 1)  # the relay published it
+
+    broker.flushdb()  # what a Redis restart without persistence does
+    time.sleep(1.2)  # > ROADIE_REPUBLISH_AFTER_S
+    assert republish_stale() == 1
+    own_workers.worker()
+
+    job = wait_for_job(client, job["id"], "succeeded", timeout=30)
+    assert job["result"] == {"marker": "survives the flush"}
+    assert job["attempts"] == 1
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_the_maximum_deliveries(
+    client: httpx.Client, own_workers: Processes
+) -> None:
+    job = submit(client, {"sleep_ms": 60_000})
+    for _ in range(3):  # ROADIE_MAX_DELIVERIES
+        doomed = own_workers.worker()
+        wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running")
+        doomed.kill(signal.SIGKILL)
+        time.sleep(3.5)
+        assert reap_lost() == 1
+
+    job = client.get(f"/v1/jobs/{job['id']}").json()
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "worker_lost"
+    assert outcomes(job["id"]) == ["lost", "lost", "lost"]
+
+
+def test_a_duplicate_delivery_of_a_finished_job_is_dropped(client: httpx.Client, own_workers: Processes) -> None:
+    from workers.app import app
+
+    own_workers.worker()
+    job = wait_for_job(client, submit(client, {"n": 1})["id"], "succeeded")
+
+    app.send_task("platform.echo", args=[job["id"]], task_id=f"{job['id']}.duplicate", queue="default")
+    follow_up = wait_for_job(client, submit(client, {"n": 2})["id"], "succeeded")  # the worker got past it
+
+    assert follow_up["status"] == "succeeded"
+    assert client.get(f"/v1/jobs/{job['id']}").json()["attempts"] == 1
