@@ -32,9 +32,32 @@ async def read_json(request: Request) -> Any:
             raise IntakeError(413, "body_too_large", f"request body exceeds {limit} bytes")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks) or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(b"".join(chunks) or b"null", parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise IntakeError(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
+    if _has_nul(data):
+        raise IntakeError(400, "malformed_json", "request body contains a NUL character (\\u0000)")
+    return data
+
+
+def _has_nul(data: Any) -> bool:
+    """PostgreSQL's jsonb cannot store U+0000 in keys or strings."""
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _reject_constant(name: str) -> None:
+    """NaN and Infinity are not JSON, and PostgreSQL's jsonb refuses them."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse(model: type[M], data: Any, prefix: str = "") -> M:

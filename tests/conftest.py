@@ -24,6 +24,7 @@ import httpx
 import psycopg
 import pytest
 import redis
+from sqlalchemy.exc import OperationalError
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ROADIE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -80,8 +81,16 @@ def empty_state(database: str, broker: redis.Redis) -> None:
     tables = ", ".join(
         f'"{t}"' for t in ("outbox", "idempotency_keys", "job_events", "job_attempts", "jobs", "api_clients")
     )
-    with sync_engine().begin() as connection:
-        connection.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
+    for attempt in range(10):  # a straggling job of the previous test may hold row locks: retry
+        try:
+            with sync_engine().begin() as connection:
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                connection.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
+            break
+        except OperationalError:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
     if os.environ["ROADIE_BROKER_URL"].startswith("redis"):
         broker.flushdb()
 

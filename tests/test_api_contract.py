@@ -83,6 +83,18 @@ def test_malformed_json_is_400(client: httpx.Client) -> None:
     assert response.json()["error"]["code"] == "malformed_json"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"type": "platform.echo", "payload": {"x": NaN}}', b'{"type": "platform.echo", "payload": {"x": "a\\u0000b"}}',
+     b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe", b'{"type": "platform.echo", "payload": {"x": Infinity}}'],
+)  # fmt: skip
+def test_json_postgres_cannot_store_is_400_not_500(client: httpx.Client, body: bytes) -> None:
+    response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"
+
+
 def test_an_oversized_body_is_413_with_or_without_content_length(client: httpx.Client) -> None:
     big = b'{"type": "platform.echo", "payload": {"blob": "' + b"x" * 1_100_000 + b'"}}'
 
