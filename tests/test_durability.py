@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from models.platform import JobAttempt
 from roadie.db import transaction
@@ -127,3 +127,19 @@ def test_a_duplicate_delivery_of_a_finished_job_is_dropped(client: httpx.Client,
 
     assert follow_up["status"] == "succeeded"
     assert client.get(f"/v1/jobs/{job['id']}").json()["attempts"] == 1
+
+
+@pytest.mark.usefixtures("worker")
+def test_the_relay_carries_on_after_its_database_connection_is_dropped(client: httpx.Client) -> None:
+    with transaction() as session:
+        dropped = session.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        ).scalar_one()
+    assert dropped == 1
+
+    job = wait_for_job(client, submit(client, {"after": "reconnect"})["id"], "succeeded", timeout=90)
+
+    assert job["result"] == {"after": "reconnect"}

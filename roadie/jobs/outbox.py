@@ -62,9 +62,21 @@ def relay_once(limit: int = 500) -> int:
 
 
 def relay_forever(stop: threading.Event | None = None) -> None:
-    """Drain the outbox, then sleep until NOTIFY or the poll interval (for retries coming due)."""
-    settings = get_settings()
+    """Drain the outbox, then sleep until NOTIFY or the poll interval (for retries coming due).
+
+    A lost database or broker connection is logged and retried; the relay never exits on its own.
+    """
     stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            _relay_until_disconnected(stop)
+        except psycopg.OperationalError:
+            log.exception("relay.listen_connection_lost")
+            stop.wait(1.0)
+
+
+def _relay_until_disconnected(stop: threading.Event) -> None:
+    settings = get_settings()
     url = make_url(settings.sqlalchemy_url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as listener:
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")

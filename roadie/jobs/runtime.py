@@ -247,7 +247,7 @@ class Heartbeat(threading.Thread):
                     ).scalar_one_or_none()
                 if cancel:
                     self.context._cancel_requested.set()
-            except OperationalError:
+            except Exception:  # a missed beat must not end the beating: the reaper would take the job
                 log.warning("heartbeat.failed", exc_info=True)
 
     def stop(self) -> None:
