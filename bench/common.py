@@ -1,0 +1,336 @@
+"""Shared set-up of the benchmarks: a scratch database and broker, subprocesses, stats and tables.
+
+Call :func:`configure_environment` before importing anything that reads Roadie's settings; every
+subprocess started here inherits the same ``ROADIE_*`` environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("ROADIE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+BENCH_DATABASE = "roadie_bench"
+REDIS_URL = os.environ.get("ROADIE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+DATABASE_URL = PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
+
+
+def configure_environment() -> None:
+    """Point this process and its subprocesses at the scratch database and broker database."""
+    os.environ.update(
+        {
+            "ROADIE_DATABASE_URL": DATABASE_URL,
+            "ROADIE_BROKER_URL": REDIS_URL,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    from roadie.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+# --- servers -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """``roadie_bench``, dropped and created, migrated to head; dropped again afterwards."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
+    try:
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], check=True, cwd=ROOT)
+        yield DATABASE_URL
+    finally:
+        from roadie.db import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
+
+
+def broker() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def flush_broker() -> None:
+    with broker() as client:
+        client.flushdb()
+
+
+@contextmanager
+def database_connection() -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A plain autocommit connection to the scratch database, e.g. to poll counts cheaply."""
+    url = DATABASE_URL.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as connection:
+        yield connection
+
+
+def sql_count(connection: psycopg.Connection[tuple[object, ...]], query: str) -> int:
+    row = connection.execute(query).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def sql_scalar(query: str) -> int:
+    """One integer from the scratch database, on a short-lived connection of its own."""
+    with database_connection() as connection:
+        return sql_count(connection, query)
+
+
+def wait_port(port: int, process: Process, timeout: float = 30.0) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:port (uvicorn binds after start-up)."""
+
+    def listening() -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout=timeout, what=f"port {port}", process=process, every=0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def create_api_key(scopes: Sequence[str] = ("jobs:write", "jobs:read")) -> str:
+    """A fresh API key, created the way ``roadie keys create`` does."""
+    from roadie.auth import create_client
+    from roadie.db import async_engine, async_transaction
+
+    async def work() -> str:
+        try:
+            async with async_transaction() as session:
+                _, raw_key = await create_client(session, "bench", list(scopes))
+                return raw_key
+        finally:
+            await async_engine().dispose()
+
+    return asyncio.run(work())
+
+
+# --- subprocesses --------------------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    """A subprocess in its own process group (a Celery worker and its pool children die together)."""
+
+    name: str
+    command: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    _log_file: IO[bytes] | None = None
+
+    def start(self, *, capture_stdout: bool = False) -> Process:
+        self._log_file = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE if capture_stdout else self._log_file,
+            stderr=self._log_file if capture_stdout else subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the process group leader so far (Linux /proc)."""
+        if not self.alive:
+            return 0.0
+        assert self.popen is not None
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the group, then SIGKILL it if it has not exited in time."""
+        if self.popen is not None:
+            if self.popen.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGTERM)
+                try:
+                    self.popen.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    with suppress(ProcessLookupError):
+                        os.killpg(self.popen.pid, signal.SIGKILL)
+                    self.popen.wait(timeout=10)
+            # Pool children may outlive a leader that exited on its own.
+            with suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            if self.popen.stdout is not None:
+                self.popen.stdout.close()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self.popen = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Bench:
+    """Owns every subprocess and scratch resource of one benchmark run; cleans them up on exit."""
+
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="roadie-bench-")))
+    processes: list[Process] = field(default_factory=list)
+    stack: ExitStack = field(default_factory=ExitStack)
+
+    def __enter__(self) -> Bench:
+        configure_environment()
+        print(f"{os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} before the run")
+        previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        self.stack.callback(signal.signal, signal.SIGTERM, previous)
+        try:
+            self.stack.enter_context(scratch_database())
+            flush_broker()
+            self.stack.callback(flush_broker)
+            self.stack.callback(self.stop_all)  # runs first: processes stop before the database is dropped
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        self.stack.close()
+        if exc_type is None:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+        else:
+            print(f"subprocess logs kept in {self.log_dir}", file=sys.stderr)
+
+    def start(self, name: str, command: list[str], *, capture_stdout: bool = False) -> Process:
+        process = Process(name, command, self.log_dir / f"{name}.log").start(capture_stdout=capture_stdout)
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+    # The platform's processes, started the way tests/conftest.py and roadie.supervisor do.
+
+    def relay(self) -> Process:
+        return self.start("relay", [sys.executable, "-m", "roadie.cli", "relay"])
+
+    def uvicorn(self, name: str, app: str, port: int) -> Process:
+        """One uvicorn worker process; identical flags for Roadie and the baseline."""
+        command = [
+            sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+        return self.start(name, command)
+
+    def celery_worker(self, name: str, app: str) -> Process:
+        """ONE worker on ``default``: concurrency 2, prefetch 1; identical flags for both sides."""
+        command = [
+            sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "default", "-n", f"{name}@%h",
+            "--concurrency", "2", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        return self.start(name, command)
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float, what: str, process: Process | None = None, every: float = 0.05
+) -> None:
+    """Poll until ``condition`` holds; fail early when ``process`` died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and not process.alive:
+            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log_tail()}")
+        time.sleep(every)
+    tail = f":\n{process.log_tail()}" if process is not None else ""
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+
+
+# --- stats and tables ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def summarize(latencies_s: Sequence[float], seconds: float) -> LatencyStats:
+    """Requests/s over the window and the p50/p99 latency (``statistics.quantiles``, inclusive)."""
+    if len(latencies_s) < 2:
+        raise ValueError(f"need at least two samples, got {len(latencies_s)}")
+    cuts = statistics.quantiles(latencies_s, n=100, method="inclusive")
+    return LatencyStats(len(latencies_s), seconds, cuts[49] * 1000, cuts[98] * 1000)
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    roadie: float
+    baseline: float
+    decimals: int = 1
+
+
+def print_table(title: str, rows: Sequence[Row]) -> None:
+    """Each metric for Roadie and the baseline, and the ratio roadie / baseline."""
+    header = ("metric", "roadie", "baseline", "roadie/baseline")
+    cells = [
+        (
+            row.metric,
+            f"{row.roadie:,.{row.decimals}f}",
+            f"{row.baseline:,.{row.decimals}f}",
+            f"{row.roadie / row.baseline:.2f}x" if row.baseline else "n/a",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+
+    def fmt(line: Sequence[str]) -> str:
+        return "  ".join([line[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True))])
+
+    print(f"\n{title}")
+    print(fmt(header))
+    print("  ".join("-" * w for w in widths))
+    for line in cells:
+        print(fmt(line))
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run a benchmark's main; Ctrl-C still stops every subprocess and drops the scratch database."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; subprocesses stopped and the scratch database dropped", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,162 @@
+"""Intake benchmark: ``POST /v1/jobs`` of Roadie's API versus a bare Starlette + ``apply_async`` app.
+
+    python -m bench.intake [--seconds 15] [--concurrency 32] [--client raw|httpx]
+
+Each app is served by one uvicorn process (same flags), one at a time, and loaded by a separate
+load generator process (bench/loadgen.py) with 32 keep-alive clients: 2 s warm-up, then the
+measured window. Roadie runs with its outbox relay (as in production) and no workers; afterwards
+the ledger must hold exactly one job per 202 and the broker one message per job. The baseline
+must leave one broker message per 202.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import (
+    Bench,
+    LatencyStats,
+    Row,
+    broker,
+    database_connection,
+    flush_broker,
+    free_port,
+    print_table,
+    run_main,
+    sql_count,
+    summarize,
+    wait_port,
+    wait_until,
+)
+
+REQUEST_BODY = json.dumps({"type": "platform.echo", "payload": {}})
+
+
+@dataclass(frozen=True)
+class SideResult:
+    stats: LatencyStats
+    accepted: int  # every 202, warm-up and tail included
+    rejected: int  # other statuses and connection errors
+    server_cpu_percent: float
+    loadgen_cpu_percent: float
+    loadgen: dict[str, Any]
+
+
+def load(bench: Bench, name: str, app: str, headers: list[str], args: argparse.Namespace) -> SideResult:
+    """Serve ``app`` with uvicorn and drive it with the load generator; stop the server afterwards."""
+    port = free_port()
+    server = bench.uvicorn(f"{name}-api", app, port)
+    wait_port(port, server)
+    command = [
+        sys.executable, "-m", "bench.loadgen", "--url", f"http://127.0.0.1:{port}/v1/jobs", "--body", REQUEST_BODY,
+        "--concurrency", str(args.concurrency), "--warmup", str(args.warmup), "--seconds", str(args.seconds),
+        "--client", args.client, *(part for header in headers for part in ("--header", header)),
+    ]  # fmt: skip
+    cpu_before, started = server.cpu_seconds(), time.monotonic()
+    loadgen = bench.start(f"{name}-loadgen", command, capture_stdout=True)
+    assert loadgen.popen is not None
+    out, _ = loadgen.popen.communicate(timeout=args.warmup + args.seconds + 60)
+    server_cpu = 100 * (server.cpu_seconds() - cpu_before) / (time.monotonic() - started)
+    if loadgen.popen.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{loadgen.log_tail()}")
+    result: dict[str, Any] = json.loads(out)
+    if result["sample_rejection"] or result["errors"]:
+        print(f"  {name}: statuses {result['statuses']}, errors {result['errors']}, e.g. {result['sample_rejection']}")
+    if len(result["latencies_s"]) < 2:
+        raise RuntimeError(f"{name}: no successful requests measured:\n{server.log_tail()}")
+    loadgen.stop()
+    if not server.alive:
+        raise RuntimeError(f"{name} API died:\n{server.log_tail()}")
+    server.stop()
+    statuses: dict[str, int] = result["statuses"]
+    accepted = statuses.get("202", 0)
+    rejected = sum(v for k, v in statuses.items() if k != "202") + sum(result["errors"].values())
+    return SideResult(
+        stats=summarize(result["latencies_s"], args.seconds),
+        accepted=accepted,
+        rejected=rejected,
+        server_cpu_percent=server_cpu,
+        loadgen_cpu_percent=float(result["cpu_percent"]),
+        loadgen={k: v for k, v in result.items() if k != "latencies_s"},
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured window per side (default 15)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per side (default 2)")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator's HTTP client")
+    args = parser.parse_args()
+    problems: list[str] = []
+
+    with Bench() as bench:
+        from bench.common import create_api_key
+
+        relay = bench.relay()
+        headers = [f"Authorization: Bearer {create_api_key()}"]
+        print(f"roadie: api.app:app + relay, {args.concurrency} clients, {args.warmup:g}s warm-up + {args.seconds:g}s")
+        relay_cpu_before, relay_started = relay.cpu_seconds(), time.monotonic()
+        roadie = load(bench, "roadie", "api.app:app", headers, args)
+        relay_cpu = 100 * (relay.cpu_seconds() - relay_cpu_before) / (time.monotonic() - relay_started)
+        with database_connection() as db, broker() as redis_client:
+            backlog = sql_count(db, "SELECT count(*) FROM outbox")
+            drain_started = time.monotonic()
+            wait_until(
+                lambda: sql_count(db, "SELECT count(*) FROM outbox") == 0,
+                timeout=60,
+                what="the relay to drain the outbox",
+                process=relay,
+            )
+            drain_s = time.monotonic() - drain_started if backlog else 0.0
+            ledger_jobs = sql_count(db, "SELECT count(*) FROM jobs")
+            roadie_queued = int(redis_client.llen("default"))
+        relay.stop()
+        if ledger_jobs != roadie.accepted:
+            problems.append(f"roadie: {ledger_jobs} jobs in the ledger but {roadie.accepted} responses were 202")
+        if roadie_queued != ledger_jobs:
+            problems.append(f"roadie: {roadie_queued} messages on the broker for {ledger_jobs} jobs")
+
+        flush_broker()
+        print(f"baseline: bench.bare_app:app, {args.concurrency} clients, {args.warmup:g}s warm-up + {args.seconds:g}s")
+        baseline = load(bench, "baseline", "bench.bare_app:app", headers, args)
+        with broker() as redis_client:
+            baseline_queued = int(redis_client.llen("default"))
+        if baseline_queued != baseline.accepted:
+            problems.append(f"baseline: {baseline_queued} messages on the broker but {baseline.accepted} 202s")
+
+    print_table(
+        f"POST /v1/jobs, {args.concurrency} clients, {args.seconds:g}s window ({roadie.loadgen['client']} client)",
+        [
+            Row("requests/s", roadie.stats.per_second, baseline.stats.per_second),
+            Row("p50 latency (ms)", roadie.stats.p50_ms, baseline.stats.p50_ms, 2),
+            Row("p99 latency (ms)", roadie.stats.p99_ms, baseline.stats.p99_ms, 2),
+            Row("202 responses (all)", roadie.accepted, baseline.accepted, 0),
+            Row("other responses/errors", roadie.rejected, baseline.rejected, 0),
+            Row("API process CPU (%)", roadie.server_cpu_percent, baseline.server_cpu_percent, 0),
+            Row("relay process CPU (%)", relay_cpu, 0, 0),
+            Row("load generator CPU (%)", roadie.loadgen_cpu_percent, baseline.loadgen_cpu_percent, 0),
+        ],
+    )
+    print(
+        f"\nledger check: {ledger_jobs} jobs in the ledger, {roadie.accepted} 202s, {roadie_queued} broker messages; "
+        f"outbox backlog when the load stopped: {backlog} rows, drained in {drain_s:.2f}s"
+    )
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}")
+    ratio = roadie.stats.per_second / baseline.stats.per_second
+    print(
+        f"\nsummary: Roadie intake {roadie.stats.per_second:,.0f} req/s (p99 {roadie.stats.p99_ms:.1f} ms) vs "
+        f"bare Starlette+apply_async {baseline.stats.per_second:,.0f} req/s (p99 {baseline.stats.p99_ms:.1f} ms): "
+        f"{ratio:.2f}x{'' if not problems else ' -- CHECKS FAILED'}"
+    )
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    run_main(main)
