@@ -8,15 +8,18 @@ import logging
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import admin, jobs
+from api import admin, console, jobs, telemetry
 from api.errors import on_http_error, on_intake_error, on_unexpected_error
 from api.openapi import openapi_spec
+from api.telemetry import RequestContextMiddleware
 from roadie.db import async_engine
 from roadie.jobs.intake import IntakeError
+from roadie.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +61,18 @@ async def openapi(request: Request) -> JSONResponse:
 
 
 def create_app() -> Starlette:
+    configure_logging("api")
     return Starlette(
         routes=[
             Route("/healthz", healthz),
+            Route("/metrics", telemetry.metrics),
             Route("/readyz", readyz),
             Route("/openapi.json", openapi),
             *jobs.routes,
             *admin.routes,
+            console.mount(),
         ],
+        middleware=[Middleware(RequestContextMiddleware)],
         exception_handlers={
             IntakeError: on_intake_error,
             HTTPException: on_http_error,

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from roadie.jobs.intake import IntakeError
+from roadie.logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -51,4 +52,8 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("api.unhandled_error", extra={"path": request.url.path})
-    return error_response(500, "internal_error", "internal error")
+    response = error_response(500, "internal_error", "internal error")
+    request_id = current_request_id()  # this handler answers outside the request-id middleware
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    return response

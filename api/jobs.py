@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -10,12 +11,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api import telemetry
 from api.http import base_url, parse, path_uuid, read_json, require
 from models.platform import JobStatus
 from roadie.db import async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
 from roadie.jobs.types import job_types
+
+log = logging.getLogger(__name__)
 
 IdempotencyKeyHeader = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 
@@ -77,6 +81,12 @@ async def submit_job(request: Request) -> JSONResponse:
     headers = {"Location": view["url"]}
     if submission.replayed:
         headers["Idempotent-Replayed"] = "true"
+    else:
+        telemetry.count_accepted(job_type.name)
+    log.info(
+        "job.accepted",
+        extra={"job_id": view["id"], "job_type": job_type.name, "client": client.name, "replayed": submission.replayed},
+    )
     return JSONResponse(view, status_code=202, headers=headers)
 
 

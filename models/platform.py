@@ -97,6 +97,9 @@ class Job(Base):
     error_traceback: Mapped[str | None] = mapped_column(Text)
     client_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_clients.id"), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_id: Mapped[str | None] = mapped_column(
+        String(128), comment="X-Request-ID of the request that created it; its log lines carry it."
+    )
     parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     lease_id: Mapped[uuid.UUID | None] = mapped_column(comment="The claim whose worker may finish the job.")
     cancel_requested: Mapped[bool] = mapped_column(default=False)

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import getpass
 import json
-import logging
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,9 +44,12 @@ def _echo_json(data: Any) -> None:
 
 
 @click.group()
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Roadie: the worker platform of the music service."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from roadie.logs import configure_logging
+
+    configure_logging("relay" if ctx.invoked_subcommand == "relay" else "cli")
 
 
 @main.command()
@@ -82,6 +84,23 @@ def relay() -> None:
 
     with suppress(KeyboardInterrupt):
         relay_forever()
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("flower_options", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_options: tuple[str, ...]) -> None:
+    """Run Flower on the broker, with basic auth or OAuth from the ROADIE_FLOWER_* settings.
+
+    Further Flower options (--persistent, --url_prefix=..., --purge_offline_workers=...) are passed on;
+    credentials, address and port come only from the settings.
+    """
+    from roadie.flower import FlowerConfigError, exec_flower
+    from roadie.settings import get_settings
+
+    try:
+        exec_flower(get_settings(), flower_options)
+    except FlowerConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.group()

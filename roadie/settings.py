@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,38 @@ class Settings(BaseSettings):
     schedule_sweep_outbox: str = Field(default="every 15s", description="Beat: re-send lost jobs.")
     schedule_reap_lost_jobs: str = Field(default="every 10s", description="Beat: re-queue jobs of dead workers.")
     schedule_purge_idempotency_keys: str = Field(default="17 * * * *", description="Beat: drop expired keys.")
+    flower_address: str = Field(default="127.0.0.1", description="Address `roadie flower` binds.")
+    flower_port: int = Field(default=5555, ge=1, le=65535, description="Port `roadie flower` binds.")
+    flower_basic_auth: SecretStr | None = Field(
+        default=None,
+        description="Flower's basic auth, `user:password[,user2:password2]`; never logged. "
+        "Flower refuses to start without this or OAuth.",
+    )
+    flower_auth: str | None = Field(
+        default=None,
+        description="Flower OAuth (`--auth`): `.*@example.com` or `a@example.com|b@example.com`, matched whole.",
+    )
+    flower_auth_provider: str | None = Field(
+        default=None,
+        description="Flower OAuth login handler (`--auth_provider`), e.g. `flower.views.auth.GithubLoginHandler`.",
+    )
+    flower_oauth2_key: str | None = Field(default=None, description="Flower OAuth client id (`--oauth2_key`).")
+    flower_oauth2_secret: SecretStr | None = Field(
+        default=None, description="Flower OAuth client secret (`--oauth2_secret`); never logged."
+    )
+    flower_oauth2_redirect_uri: str | None = Field(
+        default=None,
+        description="Flower OAuth callback (`--oauth2_redirect_uri`), e.g. `https://flower.example.com/login`.",
+    )
+    log_level: str = Field(default="INFO", description="Level of the JSON log lines every process writes to stderr.")
+    worker_metrics_port: int = Field(
+        default=9808, ge=0, le=65535, description="Port a worker serves Prometheus metrics on; 0: off."
+    )
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Address a worker's metrics port binds.")
+    admin_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the admin console's session cookies. Unset: a random one per API process start.",
+    )
 
     @property
     def embedded_database(self) -> bool:

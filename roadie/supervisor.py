@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from roadie.embedded import EmbeddedPostgres, EmbeddedRedis
+from roadie.flower import authentication_configured
 from roadie.settings import Settings, get_settings
 
 #: pool -> worker concurrency. The indexer is a single consumer by design.
@@ -49,6 +50,14 @@ def worker_command(pool: str, concurrency: int) -> list[str]:
     ]
 
 
+def worker_metrics_env(name: str, settings: Settings) -> dict[str, str]:
+    """One metrics port per pool on this machine: ROADIE_WORKER_METRICS_PORT + the pool's index."""
+    pool = name.removeprefix("worker-")
+    if not name.startswith("worker-") or pool not in POOLS or settings.worker_metrics_port == 0:
+        return {}
+    return {"ROADIE_WORKER_METRICS_PORT": str(settings.worker_metrics_port + list(POOLS).index(pool))}
+
+
 def process_commands(settings: Settings) -> dict[str, list[str]]:
     """Every long-running process of the platform, by name."""
     home = settings.home.resolve()
@@ -71,6 +80,7 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
             "celery",
             "-A",
             "workers.app",
+            "--quiet",  # no free-text banner: every line of beat's log is JSON
             "beat",
             "--loglevel",
             "INFO",
@@ -79,6 +89,8 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
         ],
     }
     commands.update({f"worker-{pool}": worker_command(pool, n) for pool, n in POOLS.items()})
+    if authentication_configured(settings):  # Flower never runs unauthenticated: without credentials, no Flower
+        commands["flower"] = [sys.executable, "-m", "roadie.cli", "flower"]
     return commands
 
 
@@ -121,7 +133,11 @@ class Platform:
         for name, command in process_commands(self.settings).items():
             with (logs / f"{name}.log").open("ab") as log_file:
                 self.processes[name] = subprocess.Popen(
-                    command, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                    command,
+                    env=self.env | worker_metrics_env(name, self.settings),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
         print(f"processes: {', '.join(self.processes)}; logs in {logs}")
 
@@ -187,6 +203,10 @@ def up() -> None:
     """Run until Ctrl-C or SIGTERM."""
     with running_platform() as platform:
         print(f"Roadie is up: API at {platform.base_url} (Ctrl-C stops every process)")
+        if "flower" in platform.processes:
+            print(f"Flower at http://{platform.settings.flower_address}:{platform.settings.flower_port}")
+        else:
+            print("Flower not started: set ROADIE_FLOWER_BASIC_AUTH (or OAuth) to run it")
         try:
             while True:
                 platform.check_alive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Literal
 
@@ -12,6 +13,8 @@ from roadie.jobs import outbox
 from roadie.jobs.errors import PermanentError, TransientError
 from roadie.jobs.runtime import JobContext
 from roadie.jobs.types import job_type
+
+log = logging.getLogger(__name__)
 
 
 class EchoPayload(BaseModel):
@@ -36,7 +39,9 @@ def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
     if payload.fail and (payload.fail_times is None or context.attempt <= payload.fail_times):
         error = TransientError if payload.fail == "transient" else PermanentError
         raise error(f"rehearsed {payload.fail} failure on attempt {context.attempt}", code=f"echo_{payload.fail}")
-    return payload.model_dump(mode="json", exclude_unset=True)
+    result = payload.model_dump(mode="json", exclude_unset=True)
+    log.info("echo.payload", extra={"payload": result})  # redacted like every line: secrets never reach the log
+    return result
 
 
 @shared_task(name="platform.sweep_outbox", ignore_result=True)

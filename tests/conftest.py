@@ -1,14 +1,17 @@
 """One fixture set for the real parts: Postgres, Redis, the API, the relay and Celery workers.
 
-The session gets a fresh database migrated by Alembic and its own Redis database; every
-test starts from empty tables and an empty broker. The API, the relay and the workers run
+The session gets a fresh database migrated by Alembic and its own Redis database (on
+RabbitMQ, with ROADIE_TEST_BROKER_URL=amqp://..., its own vhost); every test starts from empty
+tables and an empty broker. The API, the relay and the workers run
 as real subprocesses, so tests exercise the same processes production runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -28,16 +32,48 @@ from sqlalchemy.exc import OperationalError
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ROADIE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-# Each session its own Redis database, so two sessions on one machine do not flush each other.
-REDIS_URL = os.environ.get("ROADIE_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
+
+
+def _reserve_redis_database(server: str = "redis://127.0.0.1:6379") -> str:
+    """A Redis database of this session's own, so concurrent sessions never flush each other's.
+
+    Reserved with SET NX on database 0; a session killed without cleanup frees it after an hour.
+    """
+    control = redis.Redis.from_url(f"{server}/0")
+    for number in range(1, 16):
+        if control.set(f"roadie:test-session:db{number}", os.getpid(), nx=True, ex=3600):
+            atexit.register(control.delete, f"roadie:test-session:db{number}")
+            return f"{server}/{number}"
+    raise RuntimeError("all Redis databases 1-15 are reserved by other test sessions")
+
+
+REDIS_URL = os.environ.get("ROADIE_TEST_REDIS_URL") or _reserve_redis_database()
 TEST_DATABASE = f"roadie_test_{os.getpid()}"
+
+
+def _session_broker_url(url: str) -> tuple[str, str | None]:
+    """On RabbitMQ's default vhost, a vhost of this session's own (made with rabbitmqctl when it is here).
+
+    Like the Redis database per session: two sessions on one broker do not take each other's messages.
+    """
+    parts = urlsplit(url)
+    if not parts.scheme.startswith(("amqp", "pyamqp")) or parts.path not in ("", "/", "//"):
+        return url, None
+    if shutil.which("rabbitmqctl") is None:
+        return url, None  # a remote broker: the session purges the platform queues before each test
+    vhost = f"roadie_test_{os.getpid()}"
+    return f"{parts.scheme}://{parts.netloc}/{vhost}", vhost
+
+
+BROKER_URL, AMQP_VHOST = _session_broker_url(os.environ.get("ROADIE_TEST_BROKER_URL", REDIS_URL))
+ON_REDIS = BROKER_URL.startswith(("redis://", "rediss://"))
 
 # Settings for this process and every subprocess: fast beats and retries so failures show in seconds.
 os.environ.update(
     {
         "ROADIE_DATABASE_URL": PG_ADMIN.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0]
         + f"/{TEST_DATABASE}",
-        "ROADIE_BROKER_URL": os.environ.get("ROADIE_TEST_BROKER_URL", REDIS_URL),
+        "ROADIE_BROKER_URL": BROKER_URL,
         "ROADIE_HEARTBEAT_INTERVAL_S": "0.5",
         "ROADIE_HEARTBEAT_TIMEOUT_S": "3",
         "ROADIE_REPUBLISH_AFTER_S": "1",
@@ -45,6 +81,7 @@ os.environ.update(
         "ROADIE_RETRY_BACKOFF_MAX_S": "1",
         "ROADIE_MAX_DELIVERIES": "3",
         "ROADIE_RELAY_POLL_INTERVAL_S": "0.2",
+        "ROADIE_WORKER_METRICS_PORT": "0",  # tests that scrape a worker give it a free port
     }
 )
 
@@ -75,8 +112,40 @@ def broker() -> redis.Redis:
     return redis.Redis.from_url(REDIS_URL)
 
 
+def _rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(["rabbitmqctl", "-q", *args], check=False, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+
+
+@pytest.fixture(scope="session")
+def broker_vhost() -> Iterator[str | None]:
+    """The session's RabbitMQ vhost, created before any process connects and deleted afterwards."""
+    if AMQP_VHOST is None:
+        yield None
+        return
+    user = urlsplit(BROKER_URL).username or "guest"
+    _rabbitmqctl("add_vhost", AMQP_VHOST)
+    _rabbitmqctl("set_permissions", "-p", AMQP_VHOST, user, ".*", ".*", ".*")
+    yield AMQP_VHOST
+    with suppress(RuntimeError, subprocess.TimeoutExpired):
+        _rabbitmqctl("delete_vhost", AMQP_VHOST)
+
+
+def purge_amqp_queues() -> None:
+    """Empty the platform's queues, declared as the workers declare them (RabbitMQ has no FLUSHDB)."""
+    from roadie.jobs.types import QUEUES
+    from workers.app import app
+
+    with app.connection_for_write() as connection:
+        for name in QUEUES:
+            queue = app.amqp.queues[name](connection.default_channel)
+            queue.declare()
+            queue.purge()
+
+
 @pytest.fixture(autouse=True)
-def empty_state(database: str, broker: redis.Redis) -> None:
+def empty_state(database: str, broker: redis.Redis, broker_vhost: str | None) -> None:
     """Every test starts with empty tables and an empty broker database."""
     tables = ", ".join(
         f'"{t}"' for t in ("outbox", "idempotency_keys", "job_events", "job_attempts", "jobs", "api_clients")
@@ -91,8 +160,10 @@ def empty_state(database: str, broker: redis.Redis) -> None:
             if attempt == 9:
                 raise
             time.sleep(0.2)
-    if os.environ["ROADIE_BROKER_URL"].startswith("redis"):
+    if ON_REDIS:
         broker.flushdb()
+    else:
+        purge_amqp_queues()
 
 
 @dataclass
@@ -103,11 +174,12 @@ class Process:
     command: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # None: this process's environment
 
     def start(self) -> Process:
         log_file = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            self.command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            self.command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
         )
         return self
 
@@ -160,8 +232,16 @@ class Processes:
         command = [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port)]
         return self._start("api", command)
 
-    def _start(self, name: str, command: list[str]) -> Process:
-        process = Process(name, command, self.log_dir / f"{name}.log").start()
+    def flower(self, port: int, basic_auth: str | None) -> Process:
+        """``roadie flower`` on 127.0.0.1:port; basic_auth None runs it with no credentials configured."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROADIE_FLOWER_")}
+        env |= {"ROADIE_FLOWER_ADDRESS": "127.0.0.1", "ROADIE_FLOWER_PORT": str(port)}
+        if basic_auth is not None:
+            env["ROADIE_FLOWER_BASIC_AUTH"] = basic_auth
+        return self._start("flower", [sys.executable, "-m", "roadie.cli", "flower"], env)
+
+    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Process:
+        process = Process(name, command, self.log_dir / f"{name}.log", env=env).start()
         self.running.append(process)
         return process
 
@@ -171,7 +251,7 @@ class Processes:
 
 
 @pytest.fixture(scope="session")
-def processes(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
+def processes(database: str, broker_vhost: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
     procs = Processes(tmp_path_factory.mktemp("logs"))
     yield procs
     procs.stop_all()

@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from models.platform import JobAttempt
 from roadie.db import transaction
 from roadie.jobs.outbox import reap_lost, republish_stale
-from tests.conftest import Process, Processes
+from tests.conftest import ON_REDIS, Process, Processes
 from tests.helpers import submit, wait_for_job
 
 
@@ -41,7 +41,7 @@ def outcomes(job_id: str) -> list[str]:
         )
 
 
-def wait_until(condition: object, timeout: float = 20) -> None:
+def wait_until(condition: object, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if callable(condition) and condition():
@@ -83,6 +83,10 @@ def test_a_sigkilled_pool_child_s_job_is_redelivered_and_completes_exactly_once(
     assert outcomes(job["id"]) == ["lost", "succeeded"]
 
 
+@pytest.mark.skipif(
+    not ON_REDIS,
+    reason="flushes Redis: on RabbitMQ published messages sit in durable queues; the sweeper test needs Redis",
+)
 def test_a_job_is_not_lost_when_redis_is_flushed_after_it_was_accepted(
     client: httpx.Client, own_workers: Processes, broker: redis.Redis
 ) -> None:

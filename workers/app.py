@@ -14,6 +14,7 @@ from celery import Celery, signals
 from roadie.db import dispose_engines
 from roadie.settings import get_settings
 from schedules.beat import beat_schedule
+from workers import telemetry  # noqa: F401 - connects the JSON logging and metrics signal handlers
 from workers.base import bind_job_types
 
 VISIBILITY_TIMEOUT_S = 7200  # above the longest transcode; the ledger's reaper recovers lost jobs sooner
@@ -35,6 +36,12 @@ def create_app() -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_max_tasks_per_child=500,
         worker_hijack_root_logger=False,
+        # Task events (what `celery worker -E` turns on) are what Flower shows tasks from. Flower also
+        # broadcasts enable_events every 5 s, but a task run before that broadcast reaches a freshly
+        # started worker would be missing. Events go to a fanout exchange and are dropped when no monitor
+        # listens. task_send_sent_event stays off: queued jobs are in the ledger, and a task-sent event
+        # would add a second publish per job to the relay.
+        worker_send_task_events=True,
         task_default_queue="default",
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,

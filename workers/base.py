@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 
 from celery import Celery, Task
 
 from roadie.jobs.runtime import execute
 from roadie.jobs.types import JobType, job_types
+from workers import telemetry
+
+log = logging.getLogger("workers.job")
 
 
 class LedgerTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
@@ -20,7 +25,20 @@ class LedgerTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
 
 
 def _run(self: LedgerTask, job_id: str) -> str | None:
-    return execute(self.job_type, uuid.UUID(job_id), message_id=self.request.id, worker=self.request.hostname)
+    started = time.monotonic()
+    try:
+        status = execute(self.job_type, uuid.UUID(job_id), message_id=self.request.id, worker=self.request.hostname)
+    except Exception:
+        telemetry.observe(self.job_type.name, "error", time.monotonic() - started)
+        raise
+    outcome = telemetry.outcome_of(status)
+    elapsed = time.monotonic() - started
+    if outcome is None:
+        log.info("job.delivery_dropped", extra={"job_type": self.job_type.name})
+    else:
+        telemetry.observe(self.job_type.name, outcome, elapsed)
+        log.info(f"job.{outcome}", extra={"job_type": self.job_type.name, "duration_ms": round(elapsed * 1000, 2)})
+    return status
 
 
 def bind_job_types(app: Celery) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import selectinload
 
 from models.platform import ApiClient, IdempotencyKey, Job, JobEvent, JobStatus, OutboxMessage
 from roadie.jobs.types import JobType
+from roadie.logs import current_request_id
 from roadie.settings import get_settings
 
 
@@ -50,6 +51,8 @@ def _lock_key(client_id: uuid.UUID, key: str) -> int:
 
 
 def new_job(job_type: JobType, payload: dict[str, Any], **fields: Any) -> Job:
+    """A queued job; it carries the bound request id (the API request's, or the spawning task's)."""
+    fields.setdefault("request_id", current_request_id())
     return Job(
         type=job_type.name,
         queue=job_type.queue,
@@ -278,6 +281,7 @@ def job_view(job: Job, *, base_url: str = "", admin: bool = False) -> dict[str, 
         ),
         "cancel_requested": job.cancel_requested,
         "idempotency_key": job.idempotency_key,
+        "request_id": job.request_id,
         "parent_id": str(job.parent_id) if job.parent_id else None,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),

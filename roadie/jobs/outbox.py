@@ -19,6 +19,7 @@ from sqlalchemy.engine import CursorResult, make_url
 
 from models.platform import IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
 from roadie.db import transaction
+from roadie.logs import REQUEST_ID_HEADER
 from roadie.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def relay_once(limit: int = 500) -> int:
 
     with transaction() as session:
         rows = session.execute(
-            select(OutboxMessage.id, OutboxMessage.job_id, Job.type, Job.queue)
+            select(OutboxMessage.id, OutboxMessage.job_id, Job.type, Job.queue, Job.request_id)
             .join(Job, Job.id == OutboxMessage.job_id)
             .where(OutboxMessage.available_at <= func.now())
             .order_by(OutboxMessage.id)
@@ -48,9 +49,14 @@ def relay_once(limit: int = 500) -> int:
         if not rows:
             return 0
         with app.producer_or_acquire() as producer:
-            for outbox_id, job_id, job_type, queue in rows:
+            for outbox_id, job_id, job_type, queue, request_id in rows:
                 app.send_task(
-                    job_type, args=[str(job_id)], task_id=f"{job_id}.{outbox_id}", queue=queue, producer=producer
+                    job_type,
+                    args=[str(job_id)],
+                    task_id=f"{job_id}.{outbox_id}",
+                    queue=queue,
+                    producer=producer,
+                    headers={REQUEST_ID_HEADER: request_id} if request_id else None,
                 )
         session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])))
         session.execute(
@@ -58,7 +64,9 @@ def relay_once(limit: int = 500) -> int:
             .where(Job.id.in_({r.job_id for r in rows}))
             .values(published_at=func.now(), publish_count=Job.publish_count + 1)
         )
-        return len(rows)
+    for _, job_id, job_type, _, request_id in rows:
+        log.info("job.published", extra={"job_id": str(job_id), "job_type": job_type, "request_id": request_id})
+    return len(rows)
 
 
 def relay_forever(stop: threading.Event | None = None) -> None:

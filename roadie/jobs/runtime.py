@@ -7,6 +7,7 @@ presumed dead and comes back cannot overwrite the work of its successor.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import random
@@ -234,8 +235,12 @@ class Heartbeat(threading.Thread):
     def __init__(self, context: JobContext, interval_s: float) -> None:
         super().__init__(name=f"heartbeat-{context.job_id}", daemon=True)
         self.context, self.interval_s, self._stop_event = context, interval_s, threading.Event()
+        self._log_context = contextvars.copy_context()  # the task's request id on this thread's lines too
 
     def run(self) -> None:
+        self._log_context.run(self._beat)
+
+    def _beat(self) -> None:
         while not self._stop_event.wait(self.interval_s):
             try:
                 with transaction() as session:

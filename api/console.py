@@ -1,0 +1,420 @@
+"""``/admin``: the operators' console, server-rendered HTML to find failed jobs and re-run them.
+
+An operator signs in by pasting an admin-scoped API key; the session cookie (signed, HttpOnly,
+SameSite=Strict) holds only the client's id and a CSRF token, never the key. Each request looks
+the client up again, so revoking the key or dropping its admin scope ends the session. Every
+POST form carries the session's CSRF token. Re-runs go through the same service functions as
+the API (:func:`roadie.jobs.intake.rerun`, :func:`roadie.jobs.intake.rerun_matching`), so each
+one is recorded as a ``rerun`` job event with the operator's client name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from jinja2 import pass_context
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.templating import Jinja2Templates
+
+from api.errors import validation_fields
+from models.platform import ApiClient, Job, JobStatus
+from roadie.auth import authenticate
+from roadie.db import async_transaction
+from roadie.jobs import intake
+from roadie.jobs.intake import IntakeError, JobFilter
+from roadie.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+PATH = "/admin"
+COOKIE = "roadie_admin"
+SESSION_MAX_AGE_S = 8 * 3600  # one working day; then sign in again
+PAGE_SIZE = 50
+BULK_LIMIT = 1000  # jobs one "retry all matching" press re-runs, oldest first
+LISTED_STATUSES = (JobStatus.FAILED, JobStatus.RETRYING)
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING})
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
+
+
+@pass_context
+def _path_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
+    """The path (no scheme or host) of a named console route, mount point included."""
+    request: Request = context["request"]
+    return request.url_for(name, **params).path
+
+
+def _when(value: dt.datetime | str | None) -> str:
+    """A timestamp as ``YYYY-MM-DD HH:MM:SS UTC``; a dash when unset."""
+    if not value:
+        return "—"
+    moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+templates.env.globals["path_for"] = _path_for
+templates.env.filters["when"] = _when
+templates.env.filters["pretty_json"] = _pretty_json
+
+
+class CsrfError(Exception):
+    """A POST whose form lacks the session's CSRF token."""
+
+
+class ListFilter(BaseModel):
+    """The list page's filter, from query parameters (GET) or the bulk-retry form's hidden fields."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    status: Literal["failed", "retrying"] | None = None
+    type: str | None = Field(default=None, max_length=100)
+    error_code: str | None = Field(default=None, max_length=64)
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _naive_is_utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        """The form's datetime-local inputs carry no zone: they are UTC, as the page says."""
+        return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+
+    def listed(self) -> JobFilter:
+        """The jobs the list shows: failed and retrying ones, or one of the two."""
+        statuses = (self.status,) if self.status else LISTED_STATUSES
+        return JobFilter(statuses, _one(self.type), self.created_after, self.created_before, self.error_code)
+
+    def rerunnable(self) -> JobFilter:
+        """The jobs "retry all matching" re-runs: the failed ones (a retrying job is still in flight)."""
+        statuses = (JobStatus.FAILED,) if self.status in (None, JobStatus.FAILED) else ()
+        return JobFilter(statuses, _one(self.type), self.created_after, self.created_before, self.error_code)
+
+    @property
+    def bulk_possible(self) -> bool:
+        return self.status in (None, JobStatus.FAILED)
+
+
+def _one(value: str | None) -> tuple[str, ...]:
+    return (value,) if value else ()
+
+
+FILTER_FIELDS = ("status", "type", "error_code", "created_after", "created_before")
+
+
+def _raw_filter(source: Mapping[str, Any]) -> dict[str, str]:
+    """The filter fields as the operator typed them, to refill the form and build links."""
+    return {name: value for name in FILTER_FIELDS if isinstance(value := source.get(name), str) and value.strip()}
+
+
+def _parse_filter(raw: Mapping[str, str]) -> tuple[ListFilter, list[dict[str, str]]]:
+    try:
+        return ListFilter.model_validate(raw), []
+    except ValidationError as exc:
+        return ListFilter(), validation_fields(exc)
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    context.setdefault("csrf_token", _csrf_token(request))
+    context.setdefault("notice", request.session.pop("notice", None))
+    context.setdefault("operator", None)
+    return templates.TemplateResponse(request, name, context, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
+
+
+def _notify(request: Request, text: str, kind: Literal["ok", "error"] = "ok") -> None:
+    """A one-shot notice shown on the next page."""
+    request.session["notice"] = {"text": text, "kind": kind}
+
+
+def _csrf_token(request: Request) -> str:
+    """The session's CSRF token, created on first use."""
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+async def _checked_form(request: Request) -> FormData:
+    """The POSTed form, if it carries this session's CSRF token; else :class:`CsrfError` (403)."""
+    form = await request.form()
+    sent, expected = form.get("csrf_token"), request.session.get("csrf")
+    if not isinstance(sent, str) or not isinstance(expected, str) or not secrets.compare_digest(sent, expected):
+        raise CsrfError
+    return form
+
+
+async def _operator(session: AsyncSession, request: Request) -> ApiClient | None:
+    """The signed-in admin, looked up again on every request; None (and signed out) if no longer one."""
+    raw = request.session.get("client_id")
+    if raw is None:
+        return None
+    try:
+        client = await session.get(ApiClient, uuid.UUID(str(raw)))
+    except ValueError:
+        client = None
+    if client is None or client.revoked_at is not None or "admin" not in client.scopes:
+        request.session.pop("client_id", None)
+        return None
+    return client
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    return _redirect(request.url_for("console.login").path)
+
+
+async def login_page(request: Request) -> Response:
+    async with async_transaction() as session:
+        if await _operator(session, request) is not None:
+            return _redirect(request.url_for("console.jobs").path)
+    return _render(request, "login.html", {})
+
+
+async def login(request: Request) -> Response:
+    form = await _checked_form(request)
+    key = form.get("key")
+    key = key.strip() if isinstance(key, str) else ""
+    async with async_transaction() as session:
+        client = await authenticate(session, key) if key else None
+        if client is None:
+            return _render(request, "login.html", {"error": "Unknown or revoked API key."}, status_code=401)
+        if "admin" not in client.scopes:
+            message = f"The key of “{client.name}” lacks the admin scope; the console needs an admin key."
+            return _render(request, "login.html", {"error": message}, status_code=403)
+        client_id, name = client.id, client.name
+    request.session.clear()  # a fresh session: new CSRF token, nothing carried over from before sign-in
+    request.session["client_id"] = str(client_id)
+    request.session["csrf"] = secrets.token_urlsafe(32)
+    log.info("console.login", extra={"client": name})
+    return _redirect(request.url_for("console.jobs").path)
+
+
+async def logout(request: Request) -> Response:
+    await _checked_form(request)
+    request.session.clear()
+    _notify(request, "Signed out.")
+    return _to_login(request)
+
+
+async def jobs_page(request: Request) -> Response:
+    raw = _raw_filter(request.query_params)
+    job_filter, errors = _parse_filter(raw)
+    cursor = request.query_params.get("cursor") or None
+    async with async_transaction() as session:
+        operator = await _operator(session, request)
+        if operator is None:
+            return _to_login(request)
+        if errors:
+            context = {"operator": operator, "filter": raw, "errors": errors, "jobs": [], "next_url": None}
+            return _render(request, "jobs.html", context, status_code=400)
+        try:
+            jobs, next_cursor = await intake.list_jobs(
+                session, operator, job_filter.listed(), limit=PAGE_SIZE, cursor=cursor
+            )
+        except IntakeError as exc:
+            errors = exc.fields or [{"field": "cursor", "reason": exc.message}]
+            context = {"operator": operator, "filter": raw, "errors": errors, "jobs": [], "next_url": None}
+            return _render(request, "jobs.html", context, status_code=400)
+        matching = await _count(session, job_filter.listed())
+        rerunnable = await _count(session, job_filter.rerunnable()) if job_filter.bulk_possible else 0
+    base = request.url_for("console.jobs").path
+    context = {
+        "operator": operator,
+        "filter": raw,
+        "errors": [],
+        "jobs": jobs,
+        "matching": matching,
+        "rerunnable": rerunnable,
+        "bulk_limit": BULK_LIMIT,
+        "first_url": f"{base}?{urlencode(raw)}" if cursor else None,
+        "next_url": f"{base}?{urlencode(raw | {'cursor': next_cursor})}" if next_cursor else None,
+    }
+    return _render(request, "jobs.html", context)
+
+
+async def _count(session: AsyncSession, job_filter: JobFilter) -> int:
+    if not job_filter.statuses:
+        return 0
+    matching = job_filter.apply(select(Job)).with_only_columns(Job.id).subquery()
+    return int(await session.scalar(select(func.count()).select_from(matching)) or 0)
+
+
+async def retry_matching(request: Request) -> Response:
+    form = await _checked_form(request)
+    raw = _raw_filter(form)
+    base = request.url_for("console.jobs").path
+    job_filter, errors = _parse_filter(raw)
+    async with async_transaction() as session:
+        operator = await _operator(session, request)
+        if operator is None:
+            return _to_login(request)
+        if errors or not job_filter.bulk_possible:
+            _notify(request, "Nothing re-run: the filter is invalid or lists no failed jobs.", "error")
+            return _redirect(f"{base}?{urlencode(raw)}")
+        job_ids = await intake.rerun_matching(
+            session, job_filter.rerunnable(), operator.name, force=False, limit=BULK_LIMIT
+        )
+        actor = operator.name
+    log.info("console.rerun_matching", extra={"client": actor, "count": len(job_ids)})
+    noun = "job" if len(job_ids) == 1 else "jobs"
+    _notify(request, f"Re-ran {len(job_ids)} failed {noun} matching the filter, as {actor}.")
+    return _redirect(f"{base}?{urlencode(raw)}")
+
+
+def _job_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["job_id"])
+    except ValueError as exc:
+        raise IntakeError(404, "not_found", f"no job {request.path_params['job_id']}") from exc
+
+
+async def job_page(request: Request) -> Response:
+    job_id = _job_id(request)
+    async with async_transaction() as session:
+        operator = await _operator(session, request)
+        if operator is None:
+            return _to_login(request)
+        job = await intake.find_job(session, job_id, operator)
+        owner = await session.get(ApiClient, job.client_id) if job.client_id else None
+        context = {
+            "operator": operator,
+            "job": intake.job_view(job, admin=True),
+            "events": [
+                {"kind": e.kind, "actor": e.actor, "attempt": e.attempt, "at": e.created_at, "detail": e.detail}
+                for e in job.events
+            ],
+            "owner": owner.name if owner else None,
+            "finished": job.status in JobStatus.finished(),
+            "active": job.status in ACTIVE_STATUSES,
+        }
+    return _render(request, "job.html", context)
+
+
+async def retry_one(request: Request) -> Response:
+    job_id = _job_id(request)
+    form = await _checked_form(request)
+    force = form.get("force") == "on"
+    target = request.url_for("console.job", job_id=str(job_id)).path
+    async with async_transaction() as session:
+        operator = await _operator(session, request)
+        if operator is None:
+            return _to_login(request)
+        job = await intake.find_job(session, job_id, operator, lock=True)
+        try:
+            await intake.rerun(session, job, operator.name, force=force)
+        except IntakeError as exc:
+            if exc.code == "job_succeeded":
+                _notify(request, "This job succeeded: tick “force” to run it again.", "error")
+            else:
+                _notify(request, f"Not re-run: {exc.message}.", "error")
+            return _redirect(target)
+        actor = operator.name
+    log.info("console.rerun", extra={"client": actor, "job_id": str(job_id)})
+    _notify(request, f"Re-run queued by {actor}.")
+    return _redirect(target)
+
+
+async def on_csrf_refused(request: Request, exc: Exception) -> Response:
+    message = "This form is stale or did not come from this console: reload the page and try again."
+    return _render(request, "error.html", {"title": "Form refused", "message": message}, status_code=403)
+
+
+async def on_intake_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IntakeError)
+    return _render(request, "error.html", {"title": "Not possible", "message": exc.message}, status_code=exc.status)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Refused")
+    return _render(request, "error.html", {"title": title, "message": str(exc.detail)}, status_code=exc.status_code)
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("console.unhandled_error", extra={"path": request.url.path})
+    message = "Something went wrong on our side; the error is in the API's log."
+    context = {"title": "Internal error", "message": message, "csrf_token": "", "notice": None}
+    return templates.TemplateResponse(request, "error.html", context, status_code=500, headers=SECURITY_HEADERS)
+
+
+def _session_secret() -> str:
+    secret = get_settings().admin_session_secret
+    if secret is not None and secret.get_secret_value():
+        return secret.get_secret_value()
+    log.warning("console.ephemeral_session_secret")  # sessions end when this process stops
+    return secrets.token_urlsafe(32)
+
+
+def create_console() -> Starlette:
+    """The console as its own app: HTML errors, and a session cookie scoped to its path."""
+    return Starlette(
+        routes=[
+            Route("/", jobs_page, name="console.jobs"),
+            Route("/login", login_page, name="console.login", methods=["GET"]),
+            Route("/login", login, name="console.login_submit", methods=["POST"]),
+            Route("/logout", logout, name="console.logout", methods=["POST"]),
+            Route("/jobs/retry", retry_matching, name="console.retry_matching", methods=["POST"]),
+            Route("/jobs/{job_id}", job_page, name="console.job"),
+            Route("/jobs/{job_id}/retry", retry_one, name="console.retry_one", methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=_session_secret(),
+                session_cookie=COOKIE,
+                max_age=SESSION_MAX_AGE_S,
+                path=PATH,
+                same_site="strict",
+            )
+        ],
+        exception_handlers={
+            CsrfError: on_csrf_refused,
+            IntakeError: on_intake_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected_error,
+        },
+    )
+
+
+def mount() -> Mount:
+    """``Mount`` for the API's routes: the console under ``/admin``."""
+    return Mount(PATH, app=create_console())

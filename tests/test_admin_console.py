@@ -1,0 +1,217 @@
+"""The admin console at /admin: sign in with an admin key, find a failed job, re-run it, see who did."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import create_key
+from tests.helpers import submit, wait_for_job
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def console(api_url: str) -> httpx.Client:
+    return httpx.Client(base_url=api_url, timeout=15)
+
+
+def sign_in(browser_like: httpx.Client, key: str) -> httpx.Response:
+    token = csrf_token(browser_like.get("/admin/login").text)
+    return browser_like.post("/admin/login", data={"key": key, "csrf_token": token})
+
+
+def test_admin_without_a_session_redirects_to_the_login_page(api_url: str) -> None:
+    with console(api_url) as http:
+        first = http.get("/admin/", follow_redirects=False)
+        landed = http.get("/admin", follow_redirects=True)
+
+    assert first.status_code == 303
+    assert first.headers["location"] == "/admin/login"
+    assert landed.status_code == 200
+    assert landed.url.path == "/admin/login"
+    assert 'name="key"' in landed.text
+
+
+def test_a_key_without_the_admin_scope_cannot_sign_in(api_url: str) -> None:
+    key = create_key(f"web-{uuid.uuid4().hex[:6]}", ["jobs:write", "jobs:read"])
+
+    with console(api_url) as http:
+        refused = sign_in(http, key)
+        after = http.get("/admin/", follow_redirects=False)
+        unknown = sign_in(http, "rk_live_not-a-key")
+
+    assert refused.status_code == 403
+    assert "lacks the admin scope" in refused.text
+    assert after.status_code == 303
+    assert after.headers["location"] == "/admin/login"
+    assert unknown.status_code == 401
+    assert "Unknown or revoked API key" in unknown.text
+
+
+def test_the_session_cookie_holds_the_client_id_and_never_the_key(api_url: str) -> None:
+    key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
+
+    with console(api_url) as http:
+        response = sign_in(http, key)
+        page = http.get("/admin/")
+
+    assert response.status_code == 303
+    assert page.status_code == 200
+    set_cookie = response.headers["set-cookie"]
+    assert set_cookie.startswith("roadie_admin=")
+    assert "httponly" in set_cookie.lower()
+    assert "samesite=strict" in set_cookie.lower()
+    assert "path=/admin" in set_cookie.lower()
+    payload = set_cookie.split("=", 1)[1].split(";", 1)[0].split(".", 1)[0]
+    session = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))
+    assert set(session) == {"client_id", "csrf"}
+    assert key not in set_cookie
+
+
+def test_a_post_without_the_csrf_token_is_refused(api_url: str) -> None:
+    key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
+    job_id = uuid.uuid4()
+
+    with console(api_url) as http:
+        login_without_token = http.post("/admin/login", data={"key": key})
+        assert sign_in(http, key).status_code == 303
+        token = csrf_token(http.get("/admin/").text)
+        missing = http.post(f"/admin/jobs/{job_id}/retry", data={})
+        wrong = http.post(f"/admin/jobs/{job_id}/retry", data={"csrf_token": "x" * 43})
+        bulk = http.post("/admin/jobs/retry", data={"error_code": "echo_permanent"})
+        logout = http.post("/admin/logout", data={})
+        with_token = http.post(f"/admin/jobs/{job_id}/retry", data={"csrf_token": token})
+
+    assert login_without_token.status_code == 403
+    for refused in (missing, wrong, bulk, logout):
+        assert refused.status_code == 403
+        assert "Form refused" in refused.text
+    assert with_token.status_code == 404  # past the CSRF check: the job does not exist
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_operator_retries_a_failed_job_from_the_browser(api_url: str, client: httpx.Client, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/services.sh installs it")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    job_id = wait_for_job(client, submit(client, {"fail": "permanent", "fail_times": 1})["id"], "failed")["id"]
+    operator = f"ops-{uuid.uuid4().hex[:6]}"
+    key = create_key(operator, ["admin"])
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(15_000)
+        try:
+            page.goto(f"{api_url}/admin")
+            assert page.url.endswith("/admin/login")
+            page.fill("input[name=key]", key)
+            page.click("button:has-text('Sign in')")
+            page.wait_for_url(re.compile(r"/admin/$"))
+            assert operator in page.inner_text("header")
+
+            page.fill("input[name=error_code]", "echo_permanent")
+            page.click("button:has-text('Filter')")
+            page.wait_for_url(re.compile(r"error_code=echo_permanent"))
+            assert "1 matching job" in page.inner_text("main")
+            page.click(f"a[href='/admin/jobs/{job_id}']")
+            page.wait_for_url(re.compile(rf"/admin/jobs/{job_id}$"))
+            assert page.inner_text("#job-status") == "failed"
+            assert '"fail": "permanent"' in page.inner_text("#payload")
+            assert "PermanentError" in page.inner_text("pre.traceback")
+
+            page.click("button:has-text('Retry this job')")
+            page.wait_for_url(re.compile(rf"/admin/jobs/{job_id}$"))
+            assert f"Re-run queued by {operator}" in page.inner_text("[role=status]")
+            deadline = time.monotonic() + 30
+            while page.inner_text("#job-status") != "succeeded" and time.monotonic() < deadline:
+                time.sleep(0.3)
+                page.reload()
+            page.screenshot(path=tmp_path / "job.png", full_page=True)
+            assert page.inner_text("#job-status") == "succeeded"
+            assert page.inner_text("#reruns .rerun-by") == operator
+            assert page.locator("#attempts tbody tr").count() == 2
+        finally:
+            browser.close()
+
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    (rerun,) = job["reruns"]
+    assert rerun["by"] == operator
+    assert rerun["previous_status"] == "failed"
+    assert rerun["forced"] is False
+
+
+def test_bad_filters_and_unknown_jobs_get_pages_not_server_errors(api_url: str) -> None:
+    key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
+
+    with console(api_url) as http:
+        sign_in(http, key)
+        bad_time = http.get("/admin/", params={"created_after": "yesterday"})
+        bad_cursor = http.get("/admin/", params={"cursor": "nope"})
+        not_a_uuid = http.get("/admin/jobs/nope")
+        unknown = http.get(f"/admin/jobs/{uuid.uuid4()}")
+
+    assert bad_time.status_code == 400
+    assert "created_after" in bad_time.text
+    assert bad_cursor.status_code == 400
+    assert not_a_uuid.status_code == 404
+    assert unknown.status_code == 404
+    assert "text/html" in unknown.headers["content-type"]
+
+
+@pytest.mark.usefixtures("worker")
+def test_retry_all_matching_and_forced_retries_are_recorded_under_the_operator(
+    api_url: str, client: httpx.Client
+) -> None:
+    flaky = [submit(client, {"fail": "permanent", "fail_times": 1, "n": n})["id"] for n in range(2)]
+    done = submit(client, {"ok": True})["id"]
+    for job_id in flaky:
+        wait_for_job(client, job_id, "failed")
+    wait_for_job(client, done, "succeeded")
+    operator = f"ops-{uuid.uuid4().hex[:6]}"
+    key = create_key(operator, ["admin"])
+
+    with console(api_url) as http:
+        sign_in(http, key)
+        listing = http.get("/admin/", params={"error_code": "echo_permanent"})
+        token = csrf_token(listing.text)
+        bulk = http.post("/admin/jobs/retry", data={"csrf_token": token, "error_code": "echo_permanent"})
+        after_bulk = http.get(bulk.headers["location"])
+        unforced = http.post(f"/admin/jobs/{done}/retry", data={"csrf_token": token})
+        refused_page = http.get(unforced.headers["location"])
+        forced = http.post(f"/admin/jobs/{done}/retry", data={"csrf_token": token, "force": "on"})
+
+    assert "Retry all 2 failed jobs matching this filter" in listing.text
+    assert bulk.status_code == 303
+    assert bulk.headers["location"] == "/admin/?error_code=echo_permanent"
+    assert f"Re-ran 2 failed jobs matching the filter, as {operator}." in after_bulk.text
+    for job_id in flaky:
+        (rerun,) = wait_for_job(client, job_id, "succeeded")["reruns"]
+        assert rerun["by"] == operator
+    assert unforced.status_code == 303
+    assert "tick “force”" in refused_page.text
+    assert forced.status_code == 303
+    job = wait_for_job(client, done, "succeeded")
+    (rerun,) = job["reruns"]
+    assert (rerun["by"], rerun["forced"]) == (operator, True)

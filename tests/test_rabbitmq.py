@@ -1,0 +1,68 @@
+"""The platform on RabbitMQ: a representative subset of the end-to-end tests, with AMQP as the broker.
+
+The subset runs as a pytest session of its own (a subprocess), because the broker URL is fixed
+for a whole session: every subprocess the fixtures start inherits it. That session gets its own
+vhost (made with rabbitmqctl, see tests/conftest.py) and purges the platform queues before each
+test. Run the whole suite on RabbitMQ with ``ROADIE_TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672// pytest``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import ROOT
+
+RABBITMQ_URL = os.environ.get("ROADIE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+#: submit -> succeed, transient retry, a SIGKILLed pool child redelivered, /readyz, Flower watching the worker.
+SUBSET = [
+    "tests/test_jobs_api.py::test_an_echo_job_is_accepted_then_succeeds_with_its_payload_as_result",
+    "tests/test_jobs_api.py::test_a_transient_failure_is_retried_with_backoff_until_it_succeeds",
+    "tests/test_durability.py::test_a_sigkilled_pool_child_s_job_is_redelivered_and_completes_exactly_once",
+    "tests/test_api_contract.py::test_health_and_readiness",
+    "tests/test_flower.py::test_a_job_run_by_the_worker_appears_in_flower_s_task_list",
+]
+
+
+def rabbitmq_reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(
+    os.environ.get("ROADIE_TEST_BROKER_URL", "").startswith("amqp"),
+    reason="this session already runs on RabbitMQ",
+)
+def test_the_end_to_end_subset_passes_with_rabbitmq_as_the_broker() -> None:
+    if not rabbitmq_reachable(RABBITMQ_URL):
+        if os.environ.get("CI"):
+            pytest.fail(f"RabbitMQ is not reachable at {urlsplit(RABBITMQ_URL).netloc} (.ci/services.sh starts it)")
+        pytest.skip(f"RabbitMQ is not reachable at {urlsplit(RABBITMQ_URL).netloc}")
+    env = dict(os.environ, ROADIE_TEST_BROKER_URL=RABBITMQ_URL)
+
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", *SUBSET],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    report = f"{done.stdout[-8000:]}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, report
+    assert f"{len(SUBSET)} passed" in done.stdout, report
+    assert time.monotonic() - started < 120, report
