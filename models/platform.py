@@ -66,6 +66,7 @@ class Job(Base):
     """One job: what to run, how far it got, and how it ended."""
 
     __tablename__ = "jobs"
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - INSERT … RETURNING the server defaults
     __table_args__ = (
         CheckConstraint(_in_list("status", tuple(JobStatus)), name="known_status"),
         CheckConstraint("progress_percent BETWEEN 0 AND 100", name="progress_is_percent"),

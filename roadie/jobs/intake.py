@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from models.platform import ApiClient, IdempotencyKey, Job, JobEvent, JobStatus, OutboxMessage
 from roadie.jobs.types import JobType
@@ -114,9 +115,13 @@ async def submit(
                 client_id=client.id, key=idempotency_key, fingerprint=print_, job_id=job.id, expires_at=now + ttl
             )
         )
-    session.add(JobEvent(job_id=job.id, kind="created", actor=client.name if client else None))
+    created = JobEvent(job_id=job.id, kind="created", actor=client.name if client else None)
+    session.add(created)
     await session.flush()
-    return Submission(await load_job(session, job.id), replayed=False)
+    # A new job has no children or attempts yet: say so rather than read them back.
+    for name, value in (("children", []), ("attempt_rows", []), ("events", [created])):
+        set_committed_value(job, name, value)
+    return Submission(job, replayed=False)
 
 
 def _with_details(query: Select[Job]) -> Select[Job]:

@@ -102,11 +102,11 @@ def claim(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
     """Take the job for this delivery, or return None when the delivery is a duplicate to drop."""
     settings = get_settings()
     with transaction() as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        if job is None:
+        row = session.execute(select(Job, func.now()).where(Job.id == job_id).with_for_update(of=Job)).one_or_none()
+        if row is None:
             log.warning("job.unknown", extra={"job_id": str(job_id)})
             return None
-        now = _now(session)
+        job, now = row
         if job.status in JobStatus.finished():
             return None
         if job.status == JobStatus.RETRYING and job.next_attempt_at and job.next_attempt_at > now:
