@@ -40,7 +40,7 @@ def run_demo() -> int:
                 job = client.get(f"/v1/jobs/{job['id']}").json()
         print(f"job {job['id']} {job['status']} after {job['attempts']} attempt(s)")
         print("result:", json.dumps(job["result"]))
-        print(f"\nLook at it: GET {job['url']} with the header 'Authorization: Bearer {key}'")
+        print(f"\nLook at it: GET {job['url']} with a key from `.venv/bin/roadie keys create`")
         print(f"Logs of every process: {platform.settings.home.resolve() / 'logs'}")
         print("Keep the platform running with `.venv/bin/roadie up`.")
         return 0 if job["status"] == "succeeded" else 1
