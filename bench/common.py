@@ -17,14 +17,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 import psycopg
 import redis
+
+from roadie.processes import ProcessGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ROADIE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -136,63 +137,15 @@ def create_api_key(scopes: Sequence[str] = ("jobs:write", "jobs:read")) -> str:
 # --- subprocesses --------------------------------------------------------------------------------
 
 
-@dataclass
-class Process:
-    """A subprocess in its own process group (a Celery worker and its pool children die together)."""
-
-    name: str
-    command: list[str]
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-    _log_file: IO[bytes] | None = None
-
-    def start(self, *, capture_stdout: bool = False) -> Process:
-        self._log_file = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            self.command,
-            cwd=ROOT,
-            stdout=subprocess.PIPE if capture_stdout else self._log_file,
-            stderr=self._log_file if capture_stdout else subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+class Process(ProcessGroup):
+    """A platform or baseline process of a run, whose CPU time the benchmarks report."""
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the process group leader so far (Linux /proc)."""
         if not self.alive:
             return 0.0
-        assert self.popen is not None
-        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the group, then SIGKILL it if it has not exited in time."""
-        if self.popen is not None:
-            if self.popen.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGTERM)
-                try:
-                    self.popen.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    with suppress(ProcessLookupError):
-                        os.killpg(self.popen.pid, signal.SIGKILL)
-                    self.popen.wait(timeout=10)
-            # Pool children may outlive a leader that exited on its own.
-            with suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            if self.popen.stdout is not None:
-                self.popen.stdout.close()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        self.popen = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -226,7 +179,8 @@ class Bench:
             print(f"subprocess logs kept in {self.log_dir}", file=sys.stderr)
 
     def start(self, name: str, command: list[str], *, capture_stdout: bool = False) -> Process:
-        process = Process(name, command, self.log_dir / f"{name}.log").start(capture_stdout=capture_stdout)
+        process = Process(name, command, self.log_dir / f"{name}.log", cwd=ROOT)
+        process.start(capture_stdout=capture_stdout)
         self.processes.append(process)
         return process
 

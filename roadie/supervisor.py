@@ -21,6 +21,7 @@ import httpx
 
 from roadie.embedded import EmbeddedPostgres, EmbeddedRedis
 from roadie.flower import authentication_configured
+from roadie.processes import ProcessGroup
 from roadie.settings import Settings, get_settings
 
 #: pool -> worker concurrency. The indexer is a single consumer by design.
@@ -98,7 +99,7 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
 class Platform:
     settings: Settings
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, ProcessGroup] = field(default_factory=dict)
     embedded: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
 
     @property
@@ -131,14 +132,8 @@ class Platform:
         logs = self.settings.home.resolve() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for name, command in process_commands(self.settings).items():
-            with (logs / f"{name}.log").open("ab") as log_file:
-                self.processes[name] = subprocess.Popen(
-                    command,
-                    env=self.env | worker_metrics_env(name, self.settings),
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            env = self.env | worker_metrics_env(name, self.settings)
+            self.processes[name] = ProcessGroup(name, command, logs / f"{name}.log", env=env).start()
         print(f"processes: {', '.join(self.processes)}; logs in {logs}")
 
     def wait_ready(self, timeout_s: float = 60) -> None:
@@ -153,22 +148,16 @@ class Platform:
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.settings.home}/logs/{name}.log")
+            if not process.alive:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {process.log_path}")
 
     def stop(self) -> None:
         """SIGTERM every process (warm shutdown), SIGKILL what is left after 20 s, then the servers."""
         for process in self.processes.values():
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+            process.signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
         for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            process.wait_stopped(deadline - time.monotonic())
         self.processes.clear()
         for server in reversed(self.embedded):
             server.stop()

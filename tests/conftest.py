@@ -12,7 +12,6 @@ import asyncio
 import atexit
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import psycopg
 import pytest
 import redis
 from sqlalchemy.exc import OperationalError
+
+from roadie.processes import ProcessGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ROADIE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -167,56 +168,11 @@ def empty_state(database: str, broker: redis.Redis, broker_vhost: str | None) ->
 
 
 @dataclass
-class Process:
-    """A platform process run as a subprocess in its own process group."""
-
-    name: str
-    command: list[str]
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] | None = None  # None: this process's environment
-
-    def start(self) -> Process:
-        log_file = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            self.command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
-        )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (a Celery worker and its pool children)."""
-        if self.popen is not None and self.popen.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            self.popen.wait(timeout=30)
-        self.popen = None
-
-    def stop(self) -> None:
-        if self.popen is None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.popen = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@dataclass
 class Processes:
     log_dir: Path
-    running: list[Process] = field(default_factory=list)
+    running: list[ProcessGroup] = field(default_factory=list)
 
-    def worker(self, *, queues: str = "default,media,ipfs,chain,ledger,indexer", concurrency: int = 1) -> Process:
+    def worker(self, *, queues: str = "default,media,ipfs,chain,ledger,indexer", concurrency: int = 1) -> ProcessGroup:
         name = f"worker-{uuid.uuid4().hex[:6]}"
         command = [
             sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-n", f"{name}@%h",
@@ -225,14 +181,14 @@ class Processes:
         ]  # fmt: skip
         return self._start(name, command)
 
-    def relay(self) -> Process:
+    def relay(self) -> ProcessGroup:
         return self._start("relay", [sys.executable, "-m", "roadie.cli", "relay"])
 
-    def api(self, port: int) -> Process:
+    def api(self, port: int) -> ProcessGroup:
         command = [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port)]
         return self._start("api", command)
 
-    def flower(self, port: int, basic_auth: str | None) -> Process:
+    def flower(self, port: int, basic_auth: str | None) -> ProcessGroup:
         """``roadie flower`` on 127.0.0.1:port; basic_auth None runs it with no credentials configured."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROADIE_FLOWER_")}
         env |= {"ROADIE_FLOWER_ADDRESS": "127.0.0.1", "ROADIE_FLOWER_PORT": str(port)}
@@ -240,8 +196,8 @@ class Processes:
             env["ROADIE_FLOWER_BASIC_AUTH"] = basic_auth
         return self._start("flower", [sys.executable, "-m", "roadie.cli", "flower"], env)
 
-    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Process:
-        process = Process(name, command, self.log_dir / f"{name}.log", env=env).start()
+    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> ProcessGroup:
+        process = ProcessGroup(name, command, self.log_dir / f"{name}.log", env=env, cwd=ROOT).start()
         self.running.append(process)
         return process
 
@@ -274,7 +230,7 @@ def api_url(processes: Processes) -> str:
 
 
 @pytest.fixture(scope="session")
-def worker(processes: Processes) -> Iterator[Process]:
+def worker(processes: Processes) -> Iterator[ProcessGroup]:
     """A Celery worker consuming every queue; tests that kill workers stop it and start their own."""
     process = processes.worker(concurrency=2)
     yield process

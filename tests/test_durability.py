@@ -19,12 +19,13 @@ from sqlalchemy import select, text
 from models.platform import JobAttempt
 from roadie.db import transaction
 from roadie.jobs.outbox import reap_lost, republish_stale
-from tests.conftest import ON_REDIS, Process, Processes
+from roadie.processes import ProcessGroup
+from tests.conftest import ON_REDIS, Processes
 from tests.helpers import submit, wait_for_job
 
 
 @pytest.fixture
-def own_workers(worker: Process, processes: Processes) -> Iterator[Processes]:
+def own_workers(worker: ProcessGroup, processes: Processes) -> Iterator[Processes]:
     """The shared worker is stopped for the test and started again afterwards."""
     worker.stop()
     yield processes
@@ -57,7 +58,7 @@ def test_a_sigkilled_worker_s_job_is_reaped_and_completes_exactly_once(
     job = submit(client, {"sleep_ms": 3000, "marker": "killed"})
     wait_for_job(client, job["id"], "running")
 
-    doomed.kill(signal.SIGKILL)  # the main process and its pool child, with no chance to clean up
+    doomed.kill()  # the main process and its pool child, with no chance to clean up
     time.sleep(3.5)  # > ROADIE_HEARTBEAT_TIMEOUT_S: the beat has stopped
     assert reap_lost() == 1
     own_workers.worker()
@@ -110,7 +111,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_the_maximum_deliveries(
     for _ in range(3):  # ROADIE_MAX_DELIVERIES
         doomed = own_workers.worker()
         wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running")
-        doomed.kill(signal.SIGKILL)
+        doomed.kill()
         time.sleep(3.5)
         assert reap_lost() == 1
 

@@ -15,9 +15,10 @@ import pytest
 from pydantic import SecretStr
 
 from roadie.flower import FlowerConfigError, check_email_pattern, flower_launch
+from roadie.processes import ProcessGroup
 from roadie.settings import Settings
 from roadie.supervisor import process_commands
-from tests.conftest import ROOT, Process, Processes, free_port
+from tests.conftest import ROOT, Processes, free_port
 from tests.helpers import submit, wait_for_job
 
 CREDENTIALS = "ops:flower-test-pass,viewer:other:pass"
@@ -25,7 +26,7 @@ OPS = ("ops", "flower-test-pass")
 
 
 @pytest.fixture(scope="module")
-def flower_url(processes: Processes, worker: Process) -> Iterator[str]:
+def flower_url(processes: Processes, worker: ProcessGroup) -> Iterator[str]:
     port = free_port()
     flower = processes.flower(port, CREDENTIALS)
     url = f"http://127.0.0.1:{port}"
@@ -55,7 +56,7 @@ def poll(fetch: Any, timeout: float = 20) -> Any:
     raise AssertionError("not seen in time")
 
 
-def test_flower_lists_the_running_worker_to_an_authenticated_user(flower_url: str, worker: Process) -> None:
+def test_flower_lists_the_running_worker_to_an_authenticated_user(flower_url: str, worker: ProcessGroup) -> None:
     def workers() -> dict[str, Any]:
         response = httpx.get(f"{flower_url}/api/workers", params={"refresh": "1"}, auth=OPS, timeout=10)
         assert response.status_code == 200, response.text
@@ -84,7 +85,7 @@ def test_the_second_basic_auth_user_whose_password_has_a_colon_is_let_in(flower_
 
 
 def test_a_job_run_by_the_worker_appears_in_flower_s_task_list(
-    flower_url: str, client: httpx.Client, worker: Process
+    flower_url: str, client: httpx.Client, worker: ProcessGroup
 ) -> None:
     job = wait_for_job(client, submit(client, {"seen_by": "flower"})["id"], "succeeded")
 

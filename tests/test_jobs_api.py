@@ -7,7 +7,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import Process
+from roadie.processes import ProcessGroup
 from tests.helpers import submit, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -92,7 +92,7 @@ def test_a_client_sees_only_its_own_jobs(client: httpx.Client, make_client: Call
     assert other.get("/v1/jobs").json()["jobs"] == []
 
 
-def test_a_cancelled_waiting_job_is_never_run(client: httpx.Client, worker: Process) -> None:
+def test_a_cancelled_waiting_job_is_never_run(client: httpx.Client, worker: ProcessGroup) -> None:
     worker.stop()
     try:
         job = submit(client, {"marker": "cancel-me"})

@@ -21,7 +21,8 @@ from roadie.db import transaction
 from roadie.jobs.intake import new_job
 from roadie.jobs.types import job_types
 from roadie.logs import REDACTED, bind, clear, redact, redact_text
-from tests.conftest import Process, Processes, free_port
+from roadie.processes import ProcessGroup
+from tests.conftest import Processes, free_port
 from tests.helpers import submit, wait_for_job
 
 KEYPAIR = [secrets.randbelow(256) for _ in range(64)]
@@ -100,7 +101,7 @@ def test_an_unexpected_error_answers_500_with_the_request_id() -> None:
 
 
 @pytest.fixture
-def metrics_worker(worker: Process, processes: Processes) -> Iterator[tuple[Process, int]]:
+def metrics_worker(worker: ProcessGroup, processes: Processes) -> Iterator[tuple[ProcessGroup, int]]:
     """The shared worker is replaced, for the test, by one serving metrics on a free port."""
     worker.stop()
     port = free_port()
@@ -128,7 +129,7 @@ def _scrape_ok(port: int) -> bool:
     return False
 
 
-def _json_lines(process: Process) -> list[dict[str, Any]]:
+def _json_lines(process: ProcessGroup) -> list[dict[str, Any]]:
     lines = []
     for number, line in enumerate(process.log().splitlines(), 1):
         if not line.strip():
@@ -142,12 +143,12 @@ def _json_lines(process: Process) -> list[dict[str, Any]]:
     return lines
 
 
-def _process(processes: Processes, name: str) -> Process:
+def _process(processes: Processes, name: str) -> ProcessGroup:
     return next(p for p in processes.running if p.name == name)
 
 
 def test_one_request_id_follows_a_job_through_json_logs_that_hold_no_secret(
-    client: httpx.Client, processes: Processes, metrics_worker: tuple[Process, int]
+    client: httpx.Client, processes: Processes, metrics_worker: tuple[ProcessGroup, int]
 ) -> None:
     own_worker, _ = metrics_worker
     request_id = f"test-{uuid.uuid4().hex}"
@@ -215,7 +216,7 @@ def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: s
 
 
 def test_the_api_and_a_worker_expose_prometheus_metrics(
-    client: httpx.Client, api_url: str, metrics_worker: tuple[Process, int]
+    client: httpx.Client, api_url: str, metrics_worker: tuple[ProcessGroup, int]
 ) -> None:
     _, port = metrics_worker
     succeeded = submit(client, {"n": 1})
