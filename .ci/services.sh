@@ -7,6 +7,7 @@ command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 command -v redis-server  >/dev/null || need_apt+=(redis-server)
 command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
 command -v chromium >/dev/null || need_apt+=(chromium)  # headless, for the admin console's browser test
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)      # pydub transcodes and analyses through ffmpeg and ffprobe
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

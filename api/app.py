@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import admin, console, jobs, telemetry
+from api import admin, console, jobs, ledger, telemetry, tracks
 from api.errors import on_http_error, on_intake_error, on_unexpected_error
 from api.openapi import openapi_spec
 from api.telemetry import RequestContextMiddleware
@@ -69,6 +69,8 @@ def create_app() -> Starlette:
             Route("/readyz", readyz),
             Route("/openapi.json", openapi),
             *jobs.routes,
+            *tracks.routes,
+            *ledger.routes,
             *admin.routes,
             console.mount(),
         ],

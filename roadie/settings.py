@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         description="Signs the admin console's session cookies. Unset: a random one per API process start.",
     )
 
+    # Media pool and uploads (issue 3)
+
+    # IPFS pool (issue 3)
+
+    # Chain pool and the local chain (issue 4)
+
+    # Indexer pool (issue 4)
+
+    # Ledger pool: rewards, staking, royalties (issue 5)
+
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None

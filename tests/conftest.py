@@ -32,6 +32,8 @@ from sqlalchemy.exc import OperationalError
 from roadie.processes import ProcessGroup
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.fixtures.ipfs", "tests.fixtures.media", "tests.fixtures.chain", "tests.fixtures.ledger"]
+
 PG_ADMIN = os.environ.get("ROADIE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -148,9 +150,9 @@ def purge_amqp_queues() -> None:
 @pytest.fixture(autouse=True)
 def empty_state(database: str, broker: redis.Redis, broker_vhost: str | None) -> None:
     """Every test starts with empty tables and an empty broker database."""
-    tables = ", ".join(
-        f'"{t}"' for t in ("outbox", "idempotency_keys", "job_events", "job_attempts", "jobs", "api_clients")
-    )
+    from models import Base
+
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     for attempt in range(10):  # a straggling job of the previous test may hold row locks: retry
         try:
             with sync_engine().begin() as connection:

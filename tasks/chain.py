@@ -1,0 +1,1 @@
+"""Chain pool job types: exactly-once NFT mints and payout transfers (issue 4)."""

@@ -1,0 +1,1 @@
+"""The ``track.ingest`` pipeline: a parent job with one child job per stage (issue 3)."""

@@ -1,0 +1,1 @@
+"""IPFS pool job types: pinning and unpinning track content and NFT metadata (issue 3)."""

@@ -1,0 +1,1 @@
+"""Ledger pool job types: reward accrual, staking payouts, royalty distribution (issue 5)."""
