@@ -157,7 +157,10 @@ class Track(Base):
 
 
 class TrackFile(Base):
-    """One rendition of a track on IPFS (source, encodes, preview, cover, metadata), at most one per kind."""
+    """One file of a track (source, encodes, preview, cover, metadata), at most one per kind.
+
+    Its bytes are first in the blob store, then pinned on IPFS.
+    """
 
     __tablename__ = "track_files"
     __table_args__ = (
@@ -165,12 +168,18 @@ class TrackFile(Base):
         CheckConstraint(_in_list("kind", TRACK_FILE_KINDS), name="known_kind"),
         CheckConstraint(_in_list("pin_state", PIN_STATES), name="known_pin_state"),
         CheckConstraint("size_bytes >= 0", name="size_not_negative"),
+        CheckConstraint("sha256 ~ '^[0-9a-f]{64}$'", name="sha256_is_hex"),
+        CheckConstraint("pin_state <> 'pinned' OR cid IS NOT NULL", name="pinned_has_cid"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     track_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
-    cid: Mapped[str] = mapped_column(String(100), index=True)
+    storage_key: Mapped[str | None] = mapped_column(
+        String(300), comment="Where the bytes are in the blob store (roadie.blobs); null once released."
+    )
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    cid: Mapped[str | None] = mapped_column(String(100), index=True, comment="CIDv1 base32; null until pinned.")
     file_name: Mapped[str | None] = mapped_column(String(255))
     size_bytes: Mapped[int | None]
     mime_type: Mapped[str | None] = mapped_column(String(100))

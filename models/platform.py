@@ -37,7 +37,9 @@ class JobStatus(enum.StrEnum):
         return frozenset({cls.SUCCEEDED, cls.FAILED, cls.CANCELLED})
 
 
-SCOPES = ("jobs:write", "jobs:read", "admin")
+#: jobs: any job type; tracks: uploads (issue 3); plays/sales: listening and sale events, ledger: balances
+#: and payouts (issue 5); admin: everything, plus re-runs.
+SCOPES = ("jobs:write", "jobs:read", "tracks:write", "plays:write", "sales:write", "ledger:read", "admin")
 
 
 def _in_list(column: str, values: tuple[str, ...]) -> str:

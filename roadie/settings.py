@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     )
 
     # Media pool and uploads (issue 3)
+    blob_dir: Path = Field(
+        default=Path(".roadie/blobs"),
+        description="Blob store: where uploads and renditions are kept before and after pinning.",
+    )
 
     # IPFS pool (issue 3)
 
