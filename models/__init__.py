@@ -1,6 +1,7 @@
 """SQLAlchemy models, by domain: the platform's job ledger and the music service's data."""
 
 from models.base import Base
+from models.indexer import ChainEvent, IndexedTransaction, IndexerCursor
 from models.music import (
     ChainTransaction,
     Nft,
@@ -20,8 +21,11 @@ from models.platform import ApiClient, IdempotencyKey, Job, JobAttempt, JobEvent
 __all__ = [
     "ApiClient",
     "Base",
+    "ChainEvent",
     "ChainTransaction",
     "IdempotencyKey",
+    "IndexedTransaction",
+    "IndexerCursor",
     "Job",
     "JobAttempt",
     "JobEvent",

@@ -1,0 +1,1 @@
+"""The chain indexer: reads what happened on chain for the watched addresses into Postgres, fork-aware."""

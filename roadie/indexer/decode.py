@@ -1,0 +1,248 @@
+"""Decoding the transactions Roadie cares about: pure functions over solders transaction objects.
+
+A transaction yields events keyed by the index of its top-level instruction:
+
+- ``nft_mint``: a Token-2022 mint initialised (InitializeMint2, 0 decimals) by our mint authority, which then
+  mints exactly one token (MintTo signed by that authority);
+- ``nft_transfer``: a Token-2022 ``transfer_checked`` of one of our NFTs (the new owner's wallet resolved from the
+  same transaction when it can be);
+- ``token_transfer``: a ``transfer_checked`` signed by the treasury (a payout), with the transaction's memo;
+- ``memo``: a Memo program instruction, its UTF-8 text.
+
+The decoder is strict about the instructions it interprets: an instruction of a shape it does not know raises
+:class:`DecodeError`, and the indexer records the transaction as poison instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from solders.instruction import AccountMeta, Instruction
+from solders.message import Message, MessageV0
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+from solders.transaction_status import UiTransactionStatusMeta
+from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
+from spl.token.instructions import decode_mint_to, decode_transfer_checked
+
+MEMO_V1_PROGRAM_ID = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
+MEMO_PROGRAMS = frozenset({MEMO_PROGRAM_ID, MEMO_V1_PROGRAM_ID})
+TOKEN_PROGRAMS = frozenset({TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID})
+
+# Token instruction tags (the first data byte) and their exact data lengths.
+INITIALIZE_MINT2 = 20
+MINT_TO = 7
+TRANSFER_CHECKED = 12
+_INITIALIZE_MINT2_LENGTHS = (1 + 1 + 32 + 1, 1 + 1 + 32 + 1 + 32)  # freeze authority: COption<Pubkey>
+_MINT_TO_LENGTH = 1 + 8
+_TRANSFER_CHECKED_LENGTH = 1 + 8 + 1
+# Associated Token Account program: empty data or 0 = Create, 1 = CreateIdempotent (2 = RecoverNested: no owner).
+_ATA_CREATES = (b"", b"\x00", b"\x01")
+
+EventKind = Literal["nft_mint", "nft_transfer", "token_transfer", "memo"]
+
+
+class DecodeError(ValueError):
+    """A transaction (or one instruction of it) whose bytes do not have the shape the decoder requires."""
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What "ours" means: the platform's mint authority, the treasury and the mints of our NFTs."""
+
+    mint_authority: Pubkey
+    treasury: Pubkey
+    nft_mints: Container[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One decoded instruction. Token accounts are ``source``/``destination``; ``owner`` is the receiving wallet."""
+
+    instruction_index: int
+    kind: EventKind
+    program: str
+    mint: str | None = None
+    source: str | None = None
+    destination: str | None = None
+    authority: str | None = None
+    owner: str | None = None
+    amount: int | None = None
+    memo: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodedTransaction:
+    signature: str
+    succeeded: bool
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def memos(self) -> list[str]:
+        return [event.memo for event in self.events if event.kind == "memo" and event.memo is not None]
+
+
+def account_keys(message: Message | MessageV0, meta: UiTransactionStatusMeta | None) -> list[Pubkey]:
+    """Static keys, then the addresses a v0 message loaded from lookup tables (writable first)."""
+    keys = list(message.account_keys)
+    lookups = message.address_table_lookups if isinstance(message, MessageV0) else []
+    if lookups:
+        loaded = meta.loaded_addresses if meta is not None else None
+        if loaded is None:
+            raise DecodeError("v0 transaction uses address lookup tables but the RPC returned no loaded addresses")
+        keys += [*loaded.writable, *loaded.readonly]
+    return keys
+
+
+def instructions(tx: VersionedTransaction, meta: UiTransactionStatusMeta | None) -> list[Instruction]:
+    """The top-level instructions with their account keys resolved."""
+    message = tx.message
+    keys = account_keys(message, meta)
+    header, static = message.header, len(message.account_keys)
+    signers = header.num_required_signatures
+    loaded_writable = len(meta.loaded_addresses.writable) if meta is not None and meta.loaded_addresses else 0
+
+    def writable(index: int) -> bool:
+        if index < signers:
+            return index < signers - header.num_readonly_signed_accounts
+        if index < static:
+            return index < static - header.num_readonly_unsigned_accounts
+        return index < static + loaded_writable
+
+    resolved = []
+    for position, compiled in enumerate(message.instructions):
+        indexes = [compiled.program_id_index, *compiled.accounts]
+        if max(indexes) >= len(keys):
+            raise DecodeError(f"instruction {position} refers to account {max(indexes)} of {len(keys)}")
+        accounts = [AccountMeta(keys[index], index < signers, writable(index)) for index in indexes[1:]]
+        resolved.append(Instruction(keys[compiled.program_id_index], bytes(compiled.data), accounts))
+    return resolved
+
+
+def token_account_owners(
+    ixs: Sequence[Instruction], meta: UiTransactionStatusMeta | None, keys: Sequence[Pubkey]
+) -> dict[str, str]:
+    """Token account -> owning wallet, as far as the transaction itself says (ATA creation, token balances)."""
+    owners: dict[str, str] = {}
+    for ix in ixs:
+        if ix.program_id == ASSOCIATED_TOKEN_PROGRAM_ID and bytes(ix.data) in _ATA_CREATES and len(ix.accounts) >= 3:
+            owners[str(ix.accounts[1].pubkey)] = str(ix.accounts[2].pubkey)
+    balances = (meta.post_token_balances or []) if meta is not None else []
+    for balance in balances:
+        if balance.owner is not None and balance.account_index < len(keys):
+            owners.setdefault(str(keys[balance.account_index]), str(balance.owner))
+    return owners
+
+
+def transfer_mints(tx: VersionedTransaction) -> set[str]:
+    """Mints named by the transaction's ``transfer_checked`` instructions: the candidates for "our NFT"."""
+    keys = tx.message.account_keys
+    mints = set()
+    for compiled in tx.message.instructions:
+        indexes = [compiled.program_id_index, *compiled.accounts[1:2]]
+        if (
+            len(indexes) == 2
+            and max(indexes) < len(keys)
+            and keys[indexes[0]] in TOKEN_PROGRAMS
+            and bytes(compiled.data)[:1] == bytes([TRANSFER_CHECKED])
+        ):
+            mints.add(str(keys[indexes[1]]))
+    return mints
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise DecodeError(message)
+
+
+def _memo(index: int, ix: Instruction) -> Event:
+    try:
+        text = bytes(ix.data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"instruction {index}: memo is not UTF-8") from exc
+    return Event(index, "memo", str(ix.program_id), memo=text)
+
+
+def _initialized_mint(index: int, ix: Instruction) -> tuple[str, int, Pubkey]:
+    """(mint, decimals, mint authority) of an InitializeMint2."""
+    data = bytes(ix.data)
+    _require(len(data) in _INITIALIZE_MINT2_LENGTHS, f"instruction {index}: InitializeMint2 of {len(data)} bytes")
+    _require(len(ix.accounts) >= 1, f"instruction {index}: InitializeMint2 without its mint account")
+    return str(ix.accounts[0].pubkey), data[1], Pubkey.from_bytes(data[2:34])
+
+
+def _transfer(
+    index: int, ix: Instruction, watch: Watch, new_nft_mints: set[str], owners: dict[str, str], memo: str | None
+) -> Event | None:
+    """A payout from the treasury, a transfer of one of our NFTs, or None for someone else's transfer."""
+    _require(len(ix.data) == _TRANSFER_CHECKED_LENGTH, f"instruction {index}: TransferChecked of {len(ix.data)} bytes")
+    try:
+        transfer = decode_transfer_checked(ix)
+    except ValueError as exc:
+        raise DecodeError(f"instruction {index}: {exc}") from exc
+    mint, destination = str(transfer.mint), str(transfer.dest)
+    kind: EventKind
+    if transfer.owner == watch.treasury:
+        kind = "token_transfer"
+    elif (
+        ix.program_id == TOKEN_2022_PROGRAM_ID
+        and transfer.decimals == 0
+        and transfer.amount == 1
+        and (mint in watch.nft_mints or mint in new_nft_mints)
+    ):
+        kind, memo = "nft_transfer", None
+    else:
+        return None
+    return Event(
+        index, kind, str(ix.program_id), mint=mint, source=str(transfer.source), destination=destination,
+        authority=str(transfer.owner), owner=owners.get(destination), amount=transfer.amount, memo=memo,
+    )  # fmt: skip
+
+
+def decode(
+    signature: str, tx: VersionedTransaction, meta: UiTransactionStatusMeta | None, watch: Watch
+) -> DecodedTransaction:
+    """The events of one transaction. A failed transaction changed nothing, so it has none."""
+    if meta is not None and meta.err is not None:
+        return DecodedTransaction(signature, succeeded=False)
+    keys = account_keys(tx.message, meta)
+    ixs = instructions(tx, meta)
+    owners = token_account_owners(ixs, meta, keys)
+    memos = [_memo(index, ix) for index, ix in enumerate(ixs) if ix.program_id in MEMO_PROGRAMS]
+    memo_text = memos[0].memo if memos else None
+    new_nft_mints: set[str] = set()
+    events: list[Event] = list(memos)
+    for index, ix in enumerate(ixs):
+        if ix.program_id not in TOKEN_PROGRAMS or not ix.data:
+            continue
+        tag = ix.data[0]
+        if tag == INITIALIZE_MINT2 and ix.program_id == TOKEN_2022_PROGRAM_ID:
+            mint, decimals, authority = _initialized_mint(index, ix)
+            if decimals == 0 and authority == watch.mint_authority:
+                new_nft_mints.add(mint)
+        elif tag == MINT_TO:
+            _require(len(ix.data) == _MINT_TO_LENGTH, f"instruction {index}: MintTo of {len(ix.data)} bytes")
+            try:
+                params = decode_mint_to(ix)
+            except ValueError as exc:
+                raise DecodeError(f"instruction {index}: {exc}") from exc
+            authority_signed = any(a.pubkey == params.mint_authority and a.is_signer for a in ix.accounts)
+            if str(params.mint) in new_nft_mints and params.mint_authority == watch.mint_authority:
+                _require(authority_signed, f"instruction {index}: MintTo of our NFT without its authority's signature")
+                _require(params.amount == 1, f"instruction {index}: MintTo of {params.amount} tokens of an NFT")
+                destination = str(params.dest)
+                events.append(
+                    Event(
+                        index, "nft_mint", str(ix.program_id), mint=str(params.mint), destination=destination,
+                        authority=str(params.mint_authority), owner=owners.get(destination), amount=params.amount,
+                    )
+                )  # fmt: skip
+        elif tag == TRANSFER_CHECKED:
+            event = _transfer(index, ix, watch, new_nft_mints, owners, memo_text)
+            if event is not None:
+                events.append(event)
+    events.sort(key=lambda event: event.instruction_index)
+    return DecodedTransaction(signature, succeeded=True, events=events)

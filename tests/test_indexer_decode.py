@@ -1,0 +1,254 @@
+"""The decoder finds our NFT mints, NFT transfers, treasury payouts and memos, and refuses what it cannot read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from solders.hash import Hash
+from solders.instruction import AccountMeta, CompiledInstruction, Instruction
+from solders.keypair import Keypair
+from solders.message import Message, MessageAddressTableLookup, MessageHeader, MessageV0
+from solders.pubkey import Pubkey
+from solders.system_program import CreateAccountParams, create_account
+from solders.transaction import VersionedTransaction
+from solders.transaction_status import (
+    InstructionErrorCustom,
+    TransactionErrorInstructionError,
+    UiLoadedAddresses,
+    UiTransactionStatusMeta,
+)
+from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
+from spl.token.instructions import (
+    MintToParams,
+    TransferCheckedParams,
+    create_idempotent_associated_token_account,
+    get_associated_token_address,
+    mint_to,
+    transfer_checked,
+)
+
+from roadie.indexer.decode import DecodeError, Event, Watch, decode, transfer_mints
+
+AUTHORITY = Keypair()
+TREASURY = Keypair()
+PAYOUT_MINT = Pubkey.new_unique()
+OK = UiTransactionStatusMeta(None, 5000, [], [])
+
+
+def initialize_mint2(mint: Pubkey, authority: Pubkey, decimals: int = 0) -> Instruction:
+    data = bytes([20, decimals]) + bytes(authority) + b"\x00"
+    return Instruction(TOKEN_2022_PROGRAM_ID, data, [AccountMeta(mint, False, True)])
+
+
+def memo(text: bytes, signer: Pubkey) -> Instruction:
+    return Instruction(MEMO_PROGRAM_ID, text, [AccountMeta(signer, True, False)])
+
+
+def signed(payer: Keypair, *ixs: Instruction, signers: tuple[Keypair, ...] = ()) -> VersionedTransaction:
+    message = Message.new_with_blockhash(list(ixs), payer.pubkey(), Hash.new_unique())
+    return VersionedTransaction(message, [payer, *signers])
+
+
+def nft_mint_tx(
+    authority: Keypair, owner: Pubkey, *, decimals: int = 0, amount: int = 1
+) -> tuple[Pubkey, VersionedTransaction]:
+    mint = Keypair()
+    ata = get_associated_token_address(owner, mint.pubkey(), TOKEN_2022_PROGRAM_ID)
+    account = CreateAccountParams(
+        from_pubkey=authority.pubkey(),
+        to_pubkey=mint.pubkey(),
+        lamports=10_000_000,
+        space=234,
+        owner=TOKEN_2022_PROGRAM_ID,
+    )
+    tx = signed(
+        authority,
+        create_account(account),
+        initialize_mint2(mint.pubkey(), authority.pubkey(), decimals),
+        create_idempotent_associated_token_account(authority.pubkey(), owner, mint.pubkey(), TOKEN_2022_PROGRAM_ID),
+        mint_to(MintToParams(TOKEN_2022_PROGRAM_ID, mint.pubkey(), ata, authority.pubkey(), amount)),
+        signers=(mint,),
+    )
+    return mint.pubkey(), tx
+
+
+def transfer_tx(
+    holder: Keypair, to: Pubkey, mint: Pubkey, *, amount: int = 1, decimals: int = 0, note: bytes | None = None,
+    program: Pubkey = TOKEN_2022_PROGRAM_ID,
+) -> VersionedTransaction:  # fmt: skip
+    source = get_associated_token_address(holder.pubkey(), mint, program)
+    destination = get_associated_token_address(to, mint, program)
+    ixs = [
+        create_idempotent_associated_token_account(holder.pubkey(), to, mint, program),
+        transfer_checked(TransferCheckedParams(program, source, mint, destination, holder.pubkey(), amount, decimals)),
+    ]
+    if note is not None:
+        ixs.append(memo(note, holder.pubkey()))
+    return signed(holder, *ixs)
+
+
+def watch(*nft_mints: Pubkey) -> Watch:
+    return Watch(AUTHORITY.pubkey(), TREASURY.pubkey(), frozenset(str(mint) for mint in nft_mints))
+
+
+def events(tx: VersionedTransaction, watching: Watch | None = None, meta: UiTransactionStatusMeta = OK) -> list[Event]:
+    return decode(str(tx.signatures[0]), tx, meta, watching or watch()).events
+
+
+def test_an_nft_minted_by_our_authority_is_an_nft_mint_event_with_its_owner() -> None:
+    owner = Pubkey.new_unique()
+    mint, tx = nft_mint_tx(AUTHORITY, owner)
+
+    (event,) = events(tx)
+
+    assert event.kind == "nft_mint"
+    assert event.instruction_index == 3
+    assert (event.mint, event.owner, event.amount) == (str(mint), str(owner), 1)
+    assert event.authority == str(AUTHORITY.pubkey())
+    assert event.destination == str(get_associated_token_address(owner, mint, TOKEN_2022_PROGRAM_ID))
+
+
+def test_mints_by_other_authorities_and_fungible_mints_are_not_our_nfts() -> None:
+    assert events(nft_mint_tx(Keypair(), Pubkey.new_unique())[1]) == []
+    assert events(nft_mint_tx(AUTHORITY, Pubkey.new_unique(), decimals=6, amount=1_000_000)[1]) == []
+
+
+def test_a_transfer_of_our_nft_names_the_new_owner() -> None:
+    holder, buyer = Keypair(), Pubkey.new_unique()
+    mint = Pubkey.new_unique()
+    tx = transfer_tx(holder, buyer, mint)
+
+    (event,) = events(tx, watch(mint))
+
+    assert event.kind == "nft_transfer"
+    assert (event.instruction_index, event.mint, event.owner) == (1, str(mint), str(buyer))
+    assert event.authority == str(holder.pubkey())
+    assert transfer_mints(tx) == {str(mint)}
+
+
+def test_transfers_of_other_mints_are_ignored() -> None:
+    assert events(transfer_tx(Keypair(), Pubkey.new_unique(), Pubkey.new_unique())) == []
+
+
+def test_a_treasury_transfer_is_a_payout_carrying_the_transaction_memo() -> None:
+    recipient = Pubkey.new_unique()
+    tx = transfer_tx(
+        TREASURY,
+        recipient,
+        PAYOUT_MINT,
+        amount=1_250_000,
+        decimals=6,
+        note=b"roadie:payout:42",
+        program=TOKEN_PROGRAM_ID,
+    )
+
+    payout, note = events(tx)
+
+    assert payout.kind == "token_transfer"
+    assert (payout.amount, payout.owner, payout.memo) == (1_250_000, str(recipient), "roadie:payout:42")
+    assert payout.mint == str(PAYOUT_MINT)
+    assert (note.kind, note.instruction_index, note.memo) == ("memo", 2, "roadie:payout:42")
+
+
+def test_the_new_owner_comes_from_post_token_balances_when_no_account_is_created() -> None:
+    holder, buyer, mint = Keypair(), Pubkey.new_unique(), Pubkey.new_unique()
+    destination = get_associated_token_address(buyer, mint, TOKEN_2022_PROGRAM_ID)
+    source = get_associated_token_address(holder.pubkey(), mint, TOKEN_2022_PROGRAM_ID)
+    tx = signed(
+        holder,
+        transfer_checked(
+            TransferCheckedParams(TOKEN_2022_PROGRAM_ID, source, mint, destination, holder.pubkey(), 1, 0)
+        ),
+    )
+    index = list(tx.message.account_keys).index(destination)
+    balance = {
+        "accountIndex": index, "mint": str(mint), "owner": str(buyer), "programId": str(TOKEN_2022_PROGRAM_ID),
+        "uiTokenAmount": {"uiAmount": 1.0, "decimals": 0, "amount": "1", "uiAmountString": "1"},
+    }  # fmt: skip
+    meta = UiTransactionStatusMeta.from_json(
+        json.dumps({
+            "err": None, "status": {"Ok": None}, "fee": 5000, "preBalances": [], "postBalances": [],
+            "postTokenBalances": [balance],
+        })
+    )  # fmt: skip
+
+    (event,) = events(tx, watch(mint), meta)
+
+    assert event.owner == str(buyer)
+
+
+def test_a_failed_transaction_has_no_events() -> None:
+    _, tx = nft_mint_tx(AUTHORITY, Pubkey.new_unique())
+    failed = UiTransactionStatusMeta(TransactionErrorInstructionError(2, InstructionErrorCustom(1)), 5000, [], [])
+
+    decoded = decode(str(tx.signatures[0]), tx, failed, watch())
+
+    assert not decoded.succeeded
+    assert decoded.events == []
+
+
+def test_memos_are_events_of_their_own() -> None:
+    tx = signed(TREASURY, memo(b"hello", TREASURY.pubkey()), memo("gr\u00fc\u00df".encode(), TREASURY.pubkey()))
+
+    decoded = decode(str(tx.signatures[0]), tx, OK, watch())
+
+    assert decoded.memos == ["hello", "gr\u00fc\u00df"]
+    assert [event.instruction_index for event in decoded.events] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("instruction_data", "reason"),
+    [
+        (bytes([12]) + (1).to_bytes(8, "little") + bytes([0, 0]), "TransferChecked of 11 bytes"),
+        (bytes([12, 1]), "TransferChecked of 2 bytes"),
+    ],
+)
+def test_a_transfer_instruction_of_an_unknown_shape_is_refused(instruction_data: bytes, reason: str) -> None:
+    message = transfer_tx(TREASURY, Pubkey.new_unique(), Pubkey.new_unique()).message
+    good = message.instructions[1]
+    bad = CompiledInstruction(good.program_id_index, instruction_data, bytes(good.accounts))
+    forged = Message.new_with_compiled_instructions(
+        message.header.num_required_signatures, message.header.num_readonly_signed_accounts,
+        message.header.num_readonly_unsigned_accounts, list(message.account_keys), message.recent_blockhash,
+        [message.instructions[0], bad],
+    )  # fmt: skip
+
+    with pytest.raises(DecodeError, match=reason):
+        decode("sig", VersionedTransaction(forged, [TREASURY]), OK, watch())
+
+
+def test_a_memo_that_is_not_utf8_is_refused() -> None:
+    tx = signed(TREASURY, memo(b"\xff\xfe", TREASURY.pubkey()))
+
+    with pytest.raises(DecodeError, match="not UTF-8"):
+        decode("sig", tx, OK, watch())
+
+
+def _v0_transfer(mint: Pubkey, destination: Pubkey) -> VersionedTransaction:
+    """A v0 NFT transfer whose destination token account comes from an address lookup table."""
+    holder = Keypair()
+    source = get_associated_token_address(holder.pubkey(), mint, TOKEN_2022_PROGRAM_ID)
+    keys = [holder.pubkey(), source, mint, TOKEN_2022_PROGRAM_ID]
+    data = bytes([12]) + (1).to_bytes(8, "little") + bytes([0])
+    # accounts: source 1, mint 2, destination 4 (the first loaded address), owner 0
+    ix = CompiledInstruction(3, data, bytes([1, 2, 4, 0]))
+    lookup = MessageAddressTableLookup(Pubkey.new_unique(), bytes([0]), bytes([]))
+    message = MessageV0(MessageHeader(1, 0, 2), keys, Hash.new_unique(), [ix], [lookup])
+    return VersionedTransaction(message, [holder])
+
+
+def test_a_v0_transaction_resolves_lookup_table_accounts_from_the_meta() -> None:
+    mint, destination = Pubkey.new_unique(), Pubkey.new_unique()
+    tx = _v0_transfer(mint, destination)
+    meta = UiTransactionStatusMeta(None, 5000, [], [], loaded_addresses=UiLoadedAddresses([destination], []))
+
+    (event,) = events(tx, watch(mint), meta)
+
+    assert event.destination == str(destination)
+
+
+def test_a_v0_transaction_without_its_loaded_addresses_cannot_be_decoded() -> None:
+    with pytest.raises(DecodeError, match="lookup tables"):
+        decode("sig", _v0_transfer(Pubkey.new_unique(), Pubkey.new_unique()), OK, watch())
