@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -13,6 +14,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import (
+    EncodedTransactionWithStatusMeta,
     InstructionErrorCustom,
     TransactionErrorInstructionError,
     UiLoadedAddresses,
@@ -29,7 +31,7 @@ from spl.token.instructions import (
     transfer_checked,
 )
 
-from roadie.indexer.decode import DecodeError, Event, Watch, decode, transfer_mints
+from roadie.indexer.decode import DecodeError, Event, Watch, decode, parse, transfer_mints
 
 AUTHORITY = Keypair()
 TREASURY = Keypair()
@@ -252,3 +254,41 @@ def test_a_v0_transaction_resolves_lookup_table_accounts_from_the_meta() -> None
 def test_a_v0_transaction_without_its_loaded_addresses_cannot_be_decoded() -> None:
     with pytest.raises(DecodeError, match="lookup tables"):
         decode("sig", _v0_transfer(Pubkey.new_unique(), Pubkey.new_unique()), OK, watch())
+
+
+def test_the_rpc_encoding_parses_back_into_the_transaction_and_its_meta() -> None:
+    _, tx = nft_mint_tx(AUTHORITY, Pubkey.new_unique())
+    signature = str(tx.signatures[0])
+    encoded = EncodedTransactionWithStatusMeta.from_json(
+        json.dumps({"transaction": [base64.b64encode(bytes(tx)).decode(), "base64"], "meta": json.loads(OK.to_json())})
+    )
+
+    parsed, meta = parse(signature, encoded)
+
+    assert parsed == tx
+    assert meta == OK
+
+
+@pytest.mark.parametrize(
+    ("transaction", "reason"),
+    [
+        (["AAAA", "base64"], "do not parse"),
+        (["not base64!", "base64"], "do not parse"),
+        (["1111", "base58"], "not return the transaction in base64"),
+    ],
+)
+def test_transaction_bytes_that_do_not_parse_are_a_decode_error(transaction: object, reason: str) -> None:
+    encoded = EncodedTransactionWithStatusMeta.from_json(json.dumps({"transaction": transaction, "meta": None}))
+
+    with pytest.raises(DecodeError, match=reason):
+        parse("sig", encoded)
+
+
+def test_a_transaction_under_another_signature_is_a_decode_error() -> None:
+    _, tx = nft_mint_tx(AUTHORITY, Pubkey.new_unique())
+    encoded = EncodedTransactionWithStatusMeta.from_json(
+        json.dumps({"transaction": [base64.b64encode(bytes(tx)).decode(), "base64"], "meta": None})
+    )
+
+    with pytest.raises(DecodeError, match="another signature"):
+        parse(str(Keypair().pubkey()), encoded)

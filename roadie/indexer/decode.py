@@ -15,6 +15,8 @@ The decoder is strict about the instructions it interprets: an instruction of a 
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,7 +25,7 @@ from solders.instruction import AccountMeta, Instruction
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
-from solders.transaction_status import UiTransactionStatusMeta
+from solders.transaction_status import EncodedTransactionWithStatusMeta, UiTransactionStatusMeta
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 from spl.token.instructions import decode_mint_to, decode_transfer_checked
@@ -83,6 +85,26 @@ class DecodedTransaction:
     @property
     def memos(self) -> list[str]:
         return [event.memo for event in self.events if event.kind == "memo" and event.memo is not None]
+
+
+def parse(
+    signature: str, encoded: EncodedTransactionWithStatusMeta
+) -> tuple[VersionedTransaction, UiTransactionStatusMeta | None]:
+    """The transaction and its meta from the RPC's base64 encoding.
+
+    Read from the JSON form on purpose: solders' ``.transaction`` getter panics (a BaseException) on bytes that
+    do not parse, where ``from_bytes`` raises an error the indexer can record.
+    """
+    data = json.loads(encoded.to_json()).get("transaction")
+    if not (isinstance(data, list) and len(data) == 2 and data[1] == "base64" and isinstance(data[0], str)):
+        raise DecodeError("the RPC did not return the transaction in base64")
+    try:
+        tx = VersionedTransaction.from_bytes(base64.b64decode(data[0], validate=True))
+    except ValueError as exc:
+        raise DecodeError(f"transaction bytes do not parse: {exc}") from exc
+    if not tx.signatures or str(tx.signatures[0]) != signature:
+        raise DecodeError("the RPC returned a transaction with another signature")
+    return tx, encoded.meta
 
 
 def account_keys(message: Message | MessageV0, meta: UiTransactionStatusMeta | None) -> list[Pubkey]:
