@@ -36,6 +36,7 @@ from roadie.indexer.decode import DecodeError, Event, Watch, decode, parse, tran
 AUTHORITY = Keypair()
 TREASURY = Keypair()
 PAYOUT_MINT = Pubkey.new_unique()
+TREASURY_ACCOUNT = get_associated_token_address(TREASURY.pubkey(), PAYOUT_MINT, TOKEN_PROGRAM_ID)
 OK = UiTransactionStatusMeta(None, 5000, [], [])
 
 
@@ -92,7 +93,7 @@ def transfer_tx(
 
 
 def watch(*nft_mints: Pubkey) -> Watch:
-    return Watch(AUTHORITY.pubkey(), TREASURY.pubkey(), frozenset(str(mint) for mint in nft_mints))
+    return Watch(AUTHORITY.pubkey(), TREASURY_ACCOUNT, frozenset(str(mint) for mint in nft_mints))
 
 
 def events(tx: VersionedTransaction, watching: Watch | None = None, meta: UiTransactionStatusMeta = OK) -> list[Event]:
@@ -130,8 +131,12 @@ def test_a_transfer_of_our_nft_names_the_new_owner() -> None:
     assert transfer_mints(tx) == {str(mint)}
 
 
-def test_transfers_of_other_mints_are_ignored() -> None:
+def test_transfers_of_other_mints_and_other_accounts_are_ignored() -> None:
     assert events(transfer_tx(Keypair(), Pubkey.new_unique(), Pubkey.new_unique())) == []
+    someone_elses_payout_tokens = transfer_tx(
+        Keypair(), Pubkey.new_unique(), PAYOUT_MINT, amount=5, decimals=6, program=TOKEN_PROGRAM_ID
+    )
+    assert events(someone_elses_payout_tokens) == []
 
 
 def test_a_treasury_transfer_is_a_payout_carrying_the_transaction_memo() -> None:

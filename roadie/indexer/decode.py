@@ -6,7 +6,8 @@ A transaction yields events keyed by the index of its top-level instruction:
   mints exactly one token (MintTo signed by that authority);
 - ``nft_transfer``: a Token-2022 ``transfer_checked`` of one of our NFTs (the new owner's wallet resolved from the
   same transaction when it can be);
-- ``token_transfer``: a ``transfer_checked`` signed by the treasury (a payout), with the transaction's memo;
+- ``token_transfer``: a ``transfer_checked`` out of the treasury token account (a payout), with the transaction's
+  memo;
 - ``memo``: a Memo program instruction, its UTF-8 text.
 
 The decoder is strict about the instructions it interprets: an instruction of a shape it does not know raises
@@ -53,7 +54,7 @@ class DecodeError(ValueError):
 
 @dataclass(frozen=True)
 class Watch:
-    """What "ours" means: the platform's mint authority, the treasury and the mints of our NFTs."""
+    """What "ours" means: the platform's mint authority, the treasury token account and the mints of our NFTs."""
 
     mint_authority: Pubkey
     treasury: Pubkey
@@ -207,7 +208,7 @@ def _transfer(
         raise DecodeError(f"instruction {index}: {exc}") from exc
     mint, destination = str(transfer.mint), str(transfer.dest)
     kind: EventKind
-    if transfer.owner == watch.treasury:
+    if transfer.source == watch.treasury:
         kind = "token_transfer"
     elif (
         ix.program_id == TOKEN_2022_PROGRAM_ID

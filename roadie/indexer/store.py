@@ -1,0 +1,209 @@
+"""Writing what the indexer read, and undoing it after a fork, inside the caller's database transaction.
+
+Effects are applied exactly once because they ride on a row's state change, which happens once: inserting an
+``indexed_transactions`` row (``ON CONFLICT DO NOTHING ... RETURNING``), flipping it from ``confirmed`` to
+``finalized``, or deleting it. Re-reading a transaction, or two runners racing, changes nothing twice.
+
+- NFT ownership follows transfers from ``confirmed`` on (it is what wallets show); a fork puts the previous
+  owner back.
+- Anything that moves value acts only on ``finalized`` rows, which no fork can remove.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models.indexer import ChainEvent, IndexedTransaction, IndexerCursor
+from models.music import Nft
+from roadie.indexer.decode import DecodedTransaction, Event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One transaction as the indexer read it at ``confirmed``: decoded, or poison with the decoder's error."""
+
+    signature: str
+    slot: int
+    block_time: int | None
+    decoded: DecodedTransaction | None
+    error: str | None = None
+
+
+def _block_time(seconds: int | None) -> dt.datetime | None:
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def record(session: Session, reads: Sequence[Read], finalized_slot: int) -> list[str]:
+    """Insert the transactions (oldest first) and their events, applying their effects; returns the new ones."""
+    inserted: list[str] = []
+    for read in reads:
+        status = "finalized" if read.slot <= finalized_slot else "confirmed"
+        new = session.execute(
+            insert(IndexedTransaction)
+            .values(
+                signature=read.signature,
+                slot=read.slot,
+                block_time=_block_time(read.block_time),
+                status=status,
+                succeeded=read.decoded.succeeded if read.decoded else True,
+                error=read.error,
+            )
+            .on_conflict_do_nothing(index_elements=[IndexedTransaction.signature])
+            .returning(IndexedTransaction.signature)
+        ).scalar_one_or_none()
+        if new is None:
+            continue
+        inserted.append(new)
+        if read.error is not None:
+            log.warning("indexer.poison", extra={"signature": read.signature, "slot": read.slot, "error": read.error})
+        for event in read.decoded.events if read.decoded else []:
+            row = _event_row(read.signature, event)
+            if event.kind == "nft_transfer":
+                row.previous_owner = _take_ownership(session, event)
+            session.add(row)
+        session.flush()
+        if status == "finalized":
+            _on_finalized(session, read.signature)
+    return inserted
+
+
+def _event_row(signature: str, event: Event) -> ChainEvent:
+    return ChainEvent(
+        signature=signature,
+        instruction_index=event.instruction_index,
+        kind=event.kind,
+        program=event.program,
+        mint=event.mint,
+        source=event.source,
+        destination=event.destination,
+        authority=event.authority,
+        owner=event.owner,
+        amount=event.amount,
+        memo=event.memo,
+    )
+
+
+def _take_ownership(session: Session, event: Event) -> str | None:
+    """Make the transfer's receiver the NFT's owner; returns who owned it before (None: not our NFT)."""
+    if event.owner is None:
+        log.warning("indexer.owner_unknown", extra={"mint": event.mint, "destination": event.destination})
+        return None
+    nft = session.scalars(select(Nft).where(Nft.mint_address == event.mint).with_for_update()).one_or_none()
+    if nft is None:
+        return None
+    previous, nft.owner_wallet = nft.owner_wallet, event.owner
+    return previous
+
+
+def _on_finalized(session: Session, signature: str) -> None:
+    """Effects that wait for finality. (Payout confirmations join here.)"""
+
+
+def finalize(session: Session, signatures: Sequence[str]) -> list[str]:
+    """Mark rows finalized (once) and apply their finalized effects; returns the rows that changed."""
+    if not signatures:
+        return []
+    changed = list(
+        session.scalars(
+            update(IndexedTransaction)
+            .where(IndexedTransaction.signature.in_(signatures), IndexedTransaction.status == "confirmed")
+            .values(status="finalized", updated_at=func.now())
+            .returning(IndexedTransaction.signature)
+        )
+    )
+    for signature in changed:
+        _on_finalized(session, signature)
+    return changed
+
+
+def remove(session: Session, signatures: Sequence[str]) -> list[str]:
+    """Forget unfinalized transactions a fork dropped, newest first, undoing their effects."""
+    rows = session.scalars(
+        select(IndexedTransaction)
+        .where(IndexedTransaction.signature.in_(signatures), IndexedTransaction.status == "confirmed")
+        .order_by(IndexedTransaction.slot.desc(), IndexedTransaction.created_at.desc())
+        .with_for_update()
+    ).all()
+    for row in rows:
+        events = session.scalars(select(ChainEvent).where(ChainEvent.signature == row.signature)).all()
+        for event in sorted(events, key=lambda e: e.instruction_index, reverse=True):
+            if event.kind == "nft_transfer" and event.previous_owner is not None:
+                session.execute(
+                    update(Nft)
+                    .where(Nft.mint_address == event.mint, Nft.owner_wallet == event.owner)
+                    .values(owner_wallet=event.previous_owner)
+                )
+        session.delete(row)
+        log.warning("indexer.forked_out", extra={"signature": row.signature, "slot": row.slot})
+    session.flush()
+    return [row.signature for row in rows]
+
+
+def unfinalized(session: Session, limit: int) -> list[tuple[str, int]]:
+    """The confirmed tail to re-check: (signature, slot), oldest first."""
+    rows = session.execute(
+        select(IndexedTransaction.signature, IndexedTransaction.slot)
+        .where(IndexedTransaction.status == "confirmed")
+        .order_by(IndexedTransaction.slot)
+        .limit(limit)
+    ).all()
+    return [(signature, slot) for signature, slot in rows]
+
+
+def known(session: Session, signatures: Sequence[str]) -> set[str]:
+    """Which of these transactions are already indexed (read through another address, or an earlier pass)."""
+    if not signatures:
+        return set()
+    return set(
+        session.scalars(select(IndexedTransaction.signature).where(IndexedTransaction.signature.in_(signatures)))
+    )
+
+
+def our_nft_mints(session: Session, mints: set[str]) -> frozenset[str]:
+    if not mints:
+        return frozenset()
+    return frozenset(session.scalars(select(Nft.mint_address).where(Nft.mint_address.in_(mints))).all())  # type: ignore[arg-type]
+
+
+def cursor(session: Session, address: str) -> IndexerCursor | None:
+    return session.get(IndexerCursor, address)
+
+
+def advance(
+    session: Session,
+    address: str,
+    *,
+    signature: str | None = None,
+    slot: int | None = None,
+    head_slot: int | None = None,
+) -> None:
+    """Move an address's cursor: to the newest finalized transaction read, and/or the confirmed slot reached."""
+    values: dict[str, object] = {"updated_at": func.now()}
+    if signature is not None:
+        values |= {"signature": signature, "slot": slot}
+    if head_slot is not None:
+        values["head_slot"] = head_slot
+    session.execute(
+        insert(IndexerCursor)
+        .values(address=address, **{k: v for k, v in values.items() if k != "updated_at"})
+        .on_conflict_do_update(index_elements=[IndexerCursor.address], set_=values)
+    )
+
+
+def indexed_slot(session: Session, addresses: Sequence[str]) -> int | None:
+    """The confirmed slot up to which every one of these addresses is read (None: one was never read)."""
+    heads = session.execute(
+        select(IndexerCursor.address, IndexerCursor.head_slot).where(IndexerCursor.address.in_(addresses))
+    ).all()
+    if len(heads) < len(set(addresses)) or any(head is None for _, head in heads):
+        return None
+    return min(head for _, head in heads if head is not None)
