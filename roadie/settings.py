@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -135,6 +135,44 @@ class Settings(BaseSettings):
     )
 
     # Indexer pool (issue 4)
+    indexer_watch_addresses: list[str] = Field(
+        default=[],
+        description="Addresses the indexer reads besides the platform keypair (mint authority and treasury "
+        "owner): the collection mint, programs. A JSON list of base58 addresses.",
+    )
+    indexer_watch_nft_mints: bool = Field(
+        default=True, description="Also read each of our NFT mints, to see NFTs change hands between wallets."
+    )
+    indexer_page_size: int = Field(
+        default=1000, ge=1, le=1000, description="Signatures per getSignaturesForAddress page (the RPC's limit: 1000)."
+    )
+    indexer_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Transactions written per database transaction with the cursor; slots per backfill step.",
+    )
+    indexer_fetch_concurrency: int = Field(
+        default=8, ge=1, le=64, description="getTransaction/getBlock requests the indexer keeps in flight."
+    )
+    indexer_finality_check_limit: int = Field(
+        default=1000, ge=1, description="Unfinalized rows re-checked with getSignatureStatuses per tick (oldest first)."
+    )
+    schedule_indexer_tick: str = Field(
+        default="every 2s", description="Beat: the indexer reads new transactions and re-checks the unfinalized tail."
+    )
+
+    @field_validator("indexer_watch_addresses")
+    @classmethod
+    def _base58_addresses(cls, addresses: list[str]) -> list[str]:
+        from solders.pubkey import Pubkey
+
+        for address in addresses:
+            try:
+                Pubkey.from_string(address)
+            except ValueError:
+                raise ValueError(f"{address!r} is not a base58 Solana address") from None
+        return addresses
 
     # Ledger pool: rewards, staking, royalties (issue 5)
 

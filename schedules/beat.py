@@ -18,6 +18,12 @@ SCHEDULED_TASKS: dict[str, str] = {
     "sweep_outbox": "platform.sweep_outbox",
     "reap_lost_jobs": "platform.reap_lost_jobs",
     "purge_idempotency_keys": "platform.purge_idempotency_keys",
+    "indexer_tick": "indexer.tick",
+}
+
+#: Delivery options of entries that do not go to ``default`` or must not pile up behind a busy consumer.
+SCHEDULE_OPTIONS: dict[str, dict[str, Any]] = {
+    "indexer_tick": {"queue": "indexer", "expires": 30},
 }
 
 
@@ -37,7 +43,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         name: {
             "task": task,
             "schedule": parse_schedule(getattr(settings, f"schedule_{name}")),
-            "options": {"queue": "default", "expires": 60},
+            "options": {"queue": "default", "expires": 60} | SCHEDULE_OPTIONS.get(name, {}),
         }
         for name, task in SCHEDULED_TASKS.items()
     }

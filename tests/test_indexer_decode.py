@@ -268,7 +268,7 @@ def test_the_rpc_encoding_parses_back_into_the_transaction_and_its_meta() -> Non
         json.dumps({"transaction": [base64.b64encode(bytes(tx)).decode(), "base64"], "meta": json.loads(OK.to_json())})
     )
 
-    parsed, meta = parse(signature, encoded)
+    parsed, meta = parse(encoded, signature)
 
     assert parsed == tx
     assert meta == OK
@@ -286,7 +286,7 @@ def test_transaction_bytes_that_do_not_parse_are_a_decode_error(transaction: obj
     encoded = EncodedTransactionWithStatusMeta.from_json(json.dumps({"transaction": transaction, "meta": None}))
 
     with pytest.raises(DecodeError, match=reason):
-        parse("sig", encoded)
+        parse(encoded, "sig")
 
 
 def test_a_transaction_under_another_signature_is_a_decode_error() -> None:
@@ -296,4 +296,4 @@ def test_a_transaction_under_another_signature_is_a_decode_error() -> None:
     )
 
     with pytest.raises(DecodeError, match="another signature"):
-        parse(str(Keypair().pubkey()), encoded)
+        parse(encoded, str(Keypair().pubkey()))

@@ -89,9 +89,9 @@ class DecodedTransaction:
 
 
 def parse(
-    signature: str, encoded: EncodedTransactionWithStatusMeta
+    encoded: EncodedTransactionWithStatusMeta, signature: str | None = None
 ) -> tuple[VersionedTransaction, UiTransactionStatusMeta | None]:
-    """The transaction and its meta from the RPC's base64 encoding.
+    """The transaction and its meta from the RPC's base64 encoding (checked to be ``signature``'s, if given).
 
     Read from the JSON form on purpose: solders' ``.transaction`` getter panics (a BaseException) on bytes that
     do not parse, where ``from_bytes`` raises an error the indexer can record.
@@ -103,7 +103,7 @@ def parse(
         tx = VersionedTransaction.from_bytes(base64.b64decode(data[0], validate=True))
     except ValueError as exc:
         raise DecodeError(f"transaction bytes do not parse: {exc}") from exc
-    if not tx.signatures or str(tx.signatures[0]) != signature:
+    if not tx.signatures or (signature is not None and str(tx.signatures[0]) != signature):
         raise DecodeError("the RPC returned a transaction with another signature")
     return tx, encoded.meta
 
