@@ -31,6 +31,7 @@ from spl.token.instructions import (
     transfer_checked,
 )
 
+from roadie.chain.token import initialize_mint2
 from roadie.indexer.decode import DecodeError, Event, Watch, decode, parse, transfer_mints
 
 AUTHORITY = Keypair()
@@ -38,11 +39,6 @@ TREASURY = Keypair()
 PAYOUT_MINT = Pubkey.new_unique()
 TREASURY_ACCOUNT = get_associated_token_address(TREASURY.pubkey(), PAYOUT_MINT, TOKEN_PROGRAM_ID)
 OK = UiTransactionStatusMeta(None, 5000, [], [])
-
-
-def initialize_mint2(mint: Pubkey, authority: Pubkey, decimals: int = 0) -> Instruction:
-    data = bytes([20, decimals]) + bytes(authority) + b"\x00"
-    return Instruction(TOKEN_2022_PROGRAM_ID, data, [AccountMeta(mint, False, True)])
 
 
 def memo(text: bytes, signer: Pubkey) -> Instruction:
@@ -69,7 +65,7 @@ def nft_mint_tx(
     tx = signed(
         authority,
         create_account(account),
-        initialize_mint2(mint.pubkey(), authority.pubkey(), decimals),
+        initialize_mint2(mint.pubkey(), decimals, authority.pubkey(), TOKEN_2022_PROGRAM_ID),
         create_idempotent_associated_token_account(authority.pubkey(), owner, mint.pubkey(), TOKEN_2022_PROGRAM_ID),
         mint_to(MintToParams(TOKEN_2022_PROGRAM_ID, mint.pubkey(), ata, authority.pubkey(), amount)),
         signers=(mint,),
@@ -205,25 +201,38 @@ def test_memos_are_events_of_their_own() -> None:
     assert [event.instruction_index for event in decoded.events] == [0, 1]
 
 
-@pytest.mark.parametrize(
-    ("instruction_data", "reason"),
-    [
-        (bytes([12]) + (1).to_bytes(8, "little") + bytes([0, 0]), "TransferChecked of 11 bytes"),
-        (bytes([12, 1]), "TransferChecked of 2 bytes"),
-    ],
-)
-def test_a_transfer_instruction_of_an_unknown_shape_is_refused(instruction_data: bytes, reason: str) -> None:
-    message = transfer_tx(TREASURY, Pubkey.new_unique(), Pubkey.new_unique()).message
+def with_transfer_data(tx: VersionedTransaction, data: bytes) -> VersionedTransaction:
+    """The transaction with its TransferChecked's data replaced (the runtime ignores trailing bytes)."""
+    message = tx.message
     good = message.instructions[1]
-    bad = CompiledInstruction(good.program_id_index, instruction_data, bytes(good.accounts))
+    bad = CompiledInstruction(good.program_id_index, data, bytes(good.accounts))
     forged = Message.new_with_compiled_instructions(
         message.header.num_required_signatures, message.header.num_readonly_signed_accounts,
         message.header.num_readonly_unsigned_accounts, list(message.account_keys), message.recent_blockhash,
         [message.instructions[0], bad],
     )  # fmt: skip
+    return VersionedTransaction(forged, [TREASURY])
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (bytes([12]) + (1).to_bytes(8, "little") + bytes([6, 0]), "TransferChecked of 11 bytes"),
+        (bytes([12, 1]), "TransferChecked of 2 bytes"),
+    ],
+)
+def test_a_payout_instruction_of_an_unknown_shape_is_refused(data: bytes, reason: str) -> None:
+    payout = transfer_tx(TREASURY, Pubkey.new_unique(), PAYOUT_MINT, decimals=6, program=TOKEN_PROGRAM_ID)
 
     with pytest.raises(DecodeError, match=reason):
-        decode("sig", VersionedTransaction(forged, [TREASURY]), OK, watch())
+        decode("sig", with_transfer_data(payout, data), OK, watch())
+
+
+def test_an_odd_transfer_of_someone_elses_tokens_is_not_our_concern() -> None:
+    theirs = transfer_tx(TREASURY, Pubkey.new_unique(), Pubkey.new_unique())
+    odd = with_transfer_data(theirs, bytes([12]) + (1).to_bytes(8, "little") + bytes([0, 0]))
+
+    assert decode("sig", odd, OK, watch()).events == []
 
 
 def test_a_memo_that_is_not_utf8_is_refused() -> None:

@@ -200,27 +200,29 @@ def _initialized_mint(index: int, ix: Instruction) -> tuple[str, int, Pubkey]:
 def _transfer(
     index: int, ix: Instruction, watch: Watch, new_nft_mints: set[str], owners: dict[str, str], memo: str | None
 ) -> Event | None:
-    """A payout from the treasury, a transfer of one of our NFTs, or None for someone else's transfer."""
-    _require(len(ix.data) == _TRANSFER_CHECKED_LENGTH, f"instruction {index}: TransferChecked of {len(ix.data)} bytes")
-    try:
-        transfer = decode_transfer_checked(ix)
-    except ValueError as exc:
-        raise DecodeError(f"instruction {index}: {exc}") from exc
-    mint, destination = str(transfer.mint), str(transfer.dest)
+    """A payout from the treasury, a transfer of one of our NFTs, or None for someone else's transfer.
+
+    Whose it is comes from the accounts; only then must the data have the exact layout.
+    """
+    _require(len(ix.accounts) >= 4, f"instruction {index}: TransferChecked with {len(ix.accounts)} accounts")
+    source, mint = ix.accounts[0].pubkey, str(ix.accounts[1].pubkey)
     kind: EventKind
-    if transfer.source == watch.treasury:
+    if source == watch.treasury:
         kind = "token_transfer"
-    elif (
-        ix.program_id == TOKEN_2022_PROGRAM_ID
-        and transfer.decimals == 0
-        and transfer.amount == 1
-        and (mint in watch.nft_mints or mint in new_nft_mints)
-    ):
+    elif ix.program_id == TOKEN_2022_PROGRAM_ID and (mint in watch.nft_mints or mint in new_nft_mints):
         kind, memo = "nft_transfer", None
     else:
         return None
+    _require(len(ix.data) == _TRANSFER_CHECKED_LENGTH, f"instruction {index}: TransferChecked of {len(ix.data)} bytes")
+    transfer = decode_transfer_checked(ix)
+    if kind == "nft_transfer":
+        _require(
+            (transfer.amount, transfer.decimals) == (1, 0),
+            f"instruction {index}: transfer of {transfer.amount} units (decimals {transfer.decimals}) of an NFT",
+        )
+    destination = str(transfer.dest)
     return Event(
-        index, kind, str(ix.program_id), mint=mint, source=str(transfer.source), destination=destination,
+        index, kind, str(ix.program_id), mint=mint, source=str(source), destination=destination,
         authority=str(transfer.owner), owner=owners.get(destination), amount=transfer.amount, memo=memo,
     )  # fmt: skip
 
