@@ -649,7 +649,7 @@ class LocalRpc:
     def get_block(self, params: list[Any]) -> Any:
         options = _options(params, 1)
         block = self._block(int(params[0]), _commitment(options, floor="confirmed"))
-        details = options.get("transactionDetails", "full")
+        details = options.get("transactionDetails") or "full"  # null: the default, as on a validator
         value = UiConfirmedBlock(
             block.previous_blockhash,
             block.blockhash,
