@@ -267,5 +267,18 @@ def jobs_cancel(job_id: uuid.UUID) -> None:
     click.echo(f"{job['id']} {job['status']}{' (stop requested)' if job['cancel_requested'] else ''}")
 
 
+@main.group()
+def indexer() -> None:
+    """The chain indexer."""
+
+
+@indexer.command("status")
+def indexer_status() -> None:
+    """Cursors of the watched addresses, unfinalized and poison rows, and the lag in slots."""
+    from roadie.indexer.runner import status
+
+    _echo_json(asyncio.run(status()))
+
+
 if __name__ == "__main__":
     main()

@@ -7,8 +7,10 @@ Block production is paused where a test needs a transaction to stay ``confirmed`
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -393,7 +395,10 @@ def test_a_restarted_indexer_resumes_from_its_cursor_without_reading_twice(
 
 def test_the_worker_exposes_the_indexer_lag(indexing: Indexing, chain_running: Any) -> None:
     def lag() -> float | None:
-        body = httpx.get(f"http://127.0.0.1:{indexing.metrics_port}/metrics", timeout=5).text
+        try:
+            body = httpx.get(f"http://127.0.0.1:{indexing.metrics_port}/metrics", timeout=5).text
+        except httpx.TransportError:  # the worker is still starting
+            return None
         for line in body.splitlines():
             if line.startswith("roadie_indexer_lag_slots "):
                 return float(line.split()[1])
@@ -402,3 +407,21 @@ def test_the_worker_exposes_the_indexer_lag(indexing: Indexing, chain_running: A
     value = wait_until(lag, "the lag gauge")  # 0.0 reads as "not yet": wait for a tick that saw the chain move
 
     assert 0 < value < 50
+
+
+def test_roadie_indexer_status_shows_the_cursors_and_the_lag(indexing: Indexing, chain_running: Any) -> None:
+    signer = platform()
+    signature = confirmed([memo("status check", signer.pubkey())], [signer])
+    wait_until(lambda: finalized(signature), "the memo finalized")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "roadie.cli", "indexer", "status"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+    status = json.loads(done.stdout)
+    assert status["chain_slot"] >= status["finalized_slot"]
+    assert 0 <= status["lag_slots"] < 50
+    (platform_cursor,) = [entry for entry in status["addresses"] if entry["address"] == str(signer.pubkey())]
+    assert platform_cursor["cursor_slot"] is not None
+    assert status["finalized"] >= 1

@@ -36,7 +36,7 @@ from solders.transaction_status import EncodedTransactionWithStatusMeta, UiConfi
 from sqlalchemy import func, select
 
 from models.music import Nft
-from roadie.chain.client import Chain, rpc_error_code
+from roadie.chain.client import Chain, connect, rpc_error_code
 from roadie.chain.platform import platform_keypair, treasury
 from roadie.db import sync_engine, transaction
 from roadie.indexer import store
@@ -51,7 +51,7 @@ from roadie.indexer.decode import (
     transfer_mints,
 )
 from roadie.jobs.errors import TransientError
-from roadie.settings import Settings
+from roadie.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -391,3 +391,20 @@ class Indexer:
         if addresses.isdisjoint(keys):
             return None
         return Parsed(slot, block.block_time, str(tx.signatures[0]), tx, meta)
+
+
+async def status(settings: Settings | None = None) -> dict[str, Any]:
+    """What ``roadie indexer status`` prints: per-address cursors, the tail, poison rows and the lag."""
+    settings = settings or get_settings()
+    addresses = watched_addresses(settings)
+    async with connect(settings) as chain:
+        chain_head, finalized_slot = await chain_slot(chain, Confirmed), await chain_slot(chain, Finalized)
+    with transaction() as session:
+        overview = store.overview(session, addresses)
+    indexed = overview["indexed_slot"]
+    return {
+        "chain_slot": chain_head,
+        "finalized_slot": finalized_slot,
+        "lag_slots": None if indexed is None else max(0, chain_head - indexed),
+        **overview,
+    }

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -207,3 +208,26 @@ def indexed_slot(session: Session, addresses: Sequence[str]) -> int | None:
     if len(heads) < len(set(addresses)) or any(head is None for _, head in heads):
         return None
     return min(head for _, head in heads if head is not None)
+
+
+def overview(session: Session, addresses: Sequence[str]) -> dict[str, Any]:
+    """Cursors of the watched addresses, and how many rows wait for finality or are poison."""
+    cursors = {c.address: c for c in session.scalars(select(IndexerCursor).where(IndexerCursor.address.in_(addresses)))}
+    by_status = select(IndexedTransaction.status, func.count()).group_by(IndexedTransaction.status)
+    counts: dict[str, int] = dict(session.execute(by_status).tuples().all())
+    poison = session.scalar(select(func.count()).where(IndexedTransaction.error.is_not(None))) or 0
+    return {
+        "indexed_slot": indexed_slot(session, addresses),
+        "unfinalized": counts.get("confirmed", 0),
+        "finalized": counts.get("finalized", 0),
+        "poison": poison,
+        "addresses": [
+            {
+                "address": address,
+                "cursor_signature": cursors[address].signature if address in cursors else None,
+                "cursor_slot": cursors[address].slot if address in cursors else None,
+                "head_slot": cursors[address].head_slot if address in cursors else None,
+            }
+            for address in addresses
+        ],
+    }
