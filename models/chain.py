@@ -25,15 +25,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, TokenAmount, created_at, updated_at, uuid_pk
+from models.music import _in_list
 
 SEND_PURPOSES = ("nft_mint", "payout")
 #: pending: signed and perhaps sent; expired: its blockhash is past finality and it never landed.
 SEND_STATUSES = ("pending", "confirmed", "finalized", "failed", "expired")
 PAYOUT_STATUSES = ("pending", "submitted", "confirmed", "finalized", "failed")
-
-
-def _in_list(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class ChainSend(Base):
