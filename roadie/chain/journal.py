@@ -35,6 +35,7 @@ from solders.transaction import VersionedTransaction
 from models.chain import ChainSend
 from roadie.chain.client import Chain
 from roadie.chain.sending import LEVELS, checked_size, level
+from roadie.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +133,13 @@ async def send_all(chain: Chain, sends: Sequence[Pending]) -> dict[uuid.UUID, st
     return refused
 
 
-async def follow(
-    chain: Chain, sends: Sequence[Pending], wanted: str, *, timeout_s: float, interval_s: float
-) -> list[Verdict]:
+async def follow(chain: Chain, sends: Sequence[Pending], wanted: str, settings: Settings) -> list[Verdict]:
     """Poll until every transaction reached ``wanted`` or settled, re-sending those in flight.
 
-    Returns the last verdicts, also when time ran out (the caller records what it can and retries).
+    Returns the last verdicts, also when ``ROADIE_CHAIN_FINALITY_TIMEOUT_S`` ran out (the caller
+    records what it can and retries later).
     """
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + settings.chain_finality_timeout_s
     last_sent = time.monotonic()
     while True:
         verdicts = await check(chain, sends)
@@ -148,4 +148,4 @@ async def follow(
         if time.monotonic() - last_sent >= RESEND_EVERY_S:
             await send_all(chain, [s for s, v in zip(sends, verdicts, strict=True) if v.state == "in_flight"])
             last_sent = time.monotonic()
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(settings.chain_poll_interval_s)

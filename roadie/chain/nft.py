@@ -298,26 +298,14 @@ async def mint_nft(chain: Chain, payload: MintPayload, platform: PlatformKeypair
             if refused:
                 await _refused(chain, nft_id, pending, refused[pending.id])
                 continue
-        (verdict,) = await journal.follow(
-            chain,
-            [pending],
-            "confirmed",
-            timeout_s=settings.chain_finality_timeout_s,
-            interval_s=settings.chain_poll_interval_s,
-        )
+        (verdict,) = await journal.follow(chain, [pending], "confirmed", settings)
         if verdict.settled:
             continue  # expired or failed: the next round decides under the lock
         if not verdict.reached("confirmed"):
             raise TransientError("the mint transaction is not confirmed yet", code="mint_unconfirmed")
         _store(nft_id, pending, verdict)
         crash_point("after_confirm")
-        (verdict,) = await journal.follow(
-            chain,
-            [pending],
-            "finalized",
-            timeout_s=settings.chain_finality_timeout_s,
-            interval_s=settings.chain_poll_interval_s,
-        )
+        (verdict,) = await journal.follow(chain, [pending], "finalized", settings)
         if verdict.reached("finalized"):
             return _store(nft_id, pending, verdict)
         if not verdict.settled and verdict.state != "in_flight":
