@@ -8,6 +8,7 @@ from typing import Any
 from roadie.chain.client import connect
 from roadie.chain.nft import MintPayload, mint_nft
 from roadie.chain.platform import platform_keypair
+from roadie.chain.transfers import TransferBatchPayload, pay_batch
 from roadie.jobs.runtime import JobContext
 from roadie.jobs.types import job_type
 from roadie.settings import get_settings
@@ -21,5 +22,24 @@ def mint(payload: MintPayload, context: JobContext) -> dict[str, Any]:
     async def work() -> dict[str, Any]:
         async with connect(settings) as chain:
             return await mint_nft(chain, payload, platform_keypair(settings), settings)
+
+    return asyncio.run(work())
+
+
+@job_type(
+    "chain.transfer_batch",
+    TransferBatchPayload,
+    queue="chain",
+    max_attempts=8,
+    soft_time_limit_s=600,
+    hard_time_limit_s=660,
+)
+def transfer_batch(payload: TransferBatchPayload, context: JobContext) -> dict[str, Any]:
+    """Pay a payout batch from the treasury exactly once and follow it to finalized."""
+    settings = get_settings()
+
+    async def work() -> dict[str, Any]:
+        async with connect(settings) as chain:
+            return await pay_batch(chain, payload.batch_id, platform_keypair(settings), settings)
 
     return asyncio.run(work())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,9 @@ from roadie.chain.client import connect
 from roadie.chain.nft import MintedNft, read_mint
 from roadie.chain.platform import platform_keypair
 from roadie.db import transaction
-from roadie.jobs.outbox import reap_lost
-from roadie.processes import ProcessGroup
 from roadie.settings import get_settings
 from tests.conftest import Processes
-from tests.fixtures.chain import control, mintable_track
+from tests.fixtures.chain import control, crashing_worker, mintable_track, recover_from_crash
 from tests.helpers import wait_for_job
 
 pytestmark = pytest.mark.usefixtures("chain_running")
@@ -148,31 +145,6 @@ def test_minting_an_already_minted_track_again_changes_nothing(
     assert_minted_once(track_id, rerun)
 
 
-@pytest.fixture
-def own_workers(worker: ProcessGroup, processes: Processes) -> Iterator[Processes]:
-    """The shared worker is stopped for the test and started again afterwards."""
-    worker.stop()
-    yield processes
-    for process in processes.running:
-        if process is not worker and process.name.startswith("worker-") and process.alive:
-            process.kill()
-    worker.start()
-
-
-def start_worker(processes: Processes, monkeypatch: pytest.MonkeyPatch, **env: str) -> ProcessGroup:
-    with monkeypatch.context() as scoped:
-        for name, value in env.items():
-            scoped.setenv(name, value)
-        return processes.worker(queues="chain", concurrency=1)
-
-
-def wait_dead(process: ProcessGroup, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while process.alive:
-        assert time.monotonic() < deadline, f"{process.name} did not crash:\n{process.log_tail()}"
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("point", ["before_send", "after_send", "after_confirm"])
 def test_a_worker_killed_at_any_point_of_a_mint_leaves_exactly_one_mint(
     client: httpx.Client,
@@ -182,17 +154,11 @@ def test_a_worker_killed_at_any_point_of_a_mint_leaves_exactly_one_mint(
     new_wallet: Keypair,
     point: str,
 ) -> None:
-    marker = tmp_path / "crashed"
-    doomed = start_worker(own_workers, monkeypatch, ROADIE_TEST_CRASH_POINT=f"{point}:{marker}")
+    doomed = crashing_worker(own_workers, monkeypatch, point, tmp_path / "crashed")
     track_id = mintable_track(str(new_wallet.pubkey()))
     job = mint(client, track_id)
 
-    wait_dead(doomed)  # SIGKILLed itself, pool and all, at the crash point
-    doomed.wait_stopped(5)
-    assert marker.exists()
-    time.sleep(3.5)  # > ROADIE_HEARTBEAT_TIMEOUT_S: the reaper sees a lost worker
-    assert reap_lost() == 1
-    start_worker(own_workers, monkeypatch)
+    recover_from_crash(own_workers, doomed)
 
     job = wait_for_job(client, job["id"], "succeeded", timeout=120)
     assert job["attempts"] == 2
