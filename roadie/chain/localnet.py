@@ -877,8 +877,7 @@ def serve(*, host: str, port: int | None, slot_ms: int | None, finality_lag: int
 
             async def work() -> None:
                 async with connect(settings, localnet.url) as chain:
-                    done = await provision_platform(chain, settings)
-                print(f"platform {done.platform}  reward mint {done.reward_mint}  treasury {done.treasury}", flush=True)
+                    print(await provision_platform(chain, settings), flush=True)
 
             asyncio.run(work())
         print(f"local Solana chain on {localnet.url} (a block every {localnet.slot_ms} ms)", flush=True)
