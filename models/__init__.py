@@ -1,6 +1,7 @@
 """SQLAlchemy models, by domain: the platform's job ledger and the music service's data."""
 
 from models.base import Base
+from models.chain import ChainSend, PayoutBatch, PayoutTransfer
 from models.indexer import ChainEvent, IndexedTransaction, IndexerCursor
 from models.music import (
     ChainTransaction,
@@ -22,6 +23,7 @@ __all__ = [
     "ApiClient",
     "Base",
     "ChainEvent",
+    "ChainSend",
     "ChainTransaction",
     "IdempotencyKey",
     "IndexedTransaction",
@@ -34,6 +36,8 @@ __all__ = [
     "NftCollection",
     "NftMetadata",
     "OutboxMessage",
+    "PayoutBatch",
+    "PayoutTransfer",
     "StakingPosition",
     "TokenBalance",
     "Track",

@@ -121,6 +121,19 @@ def localnet(host: str, port: int | None, slot_ms: int | None, finality_lag: int
     sys.exit(serve(host=host, port=port, slot_ms=slot_ms, finality_lag=finality_lag, provision=provision))
 
 
+@main.command("chain-setup")
+def chain_setup() -> None:
+    """On a test cluster (solana-test-validator, devnet): fund the platform keypair, create the reward mint."""
+    from roadie.chain.client import connect
+    from roadie.chain.platform import provision
+
+    async def work() -> str:
+        async with connect() as chain:
+            return str(await provision(chain))
+
+    click.echo(asyncio.run(work()))
+
+
 @main.group()
 def keys() -> None:
     """API keys."""

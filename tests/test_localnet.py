@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -211,3 +215,38 @@ def test_failing_requests_on_demand_rehearses_a_rate_limiting_endpoint(localnet:
     with pytest.raises(SolanaRpcException):
         run(lambda c: c.get_slot())
     assert run(lambda c: c.get_slot()).value > 0
+
+
+def test_roadie_localnet_serves_a_provisioned_chain_until_sigterm(tmp_path: Path) -> None:
+    from roadie.chain.keys import load_keypair
+    from roadie.chain.localnet import embedded_chain_wanted, rpc_answers
+    from roadie.chain.platform import reward_mint
+    from roadie.processes import ProcessGroup
+    from tests.conftest import ROOT, free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    keypair_path = tmp_path / "platform.json"
+    env = os.environ | {"ROADIE_KEYPAIR_PATH": str(keypair_path), "ROADIE_SOLANA_RPC_URL": url}
+    chain = ProcessGroup("localnet", [sys.executable, "-m", "roadie.cli", "localnet"], tmp_path / "log", env, ROOT)
+    chain.start()
+    try:
+        deadline = time.monotonic() + 60
+        while "local Solana chain on" not in chain.log():
+            assert chain.alive, chain.log()
+            assert time.monotonic() < deadline, chain.log()
+            time.sleep(0.2)
+        settings = get_settings().model_copy(update={"solana_rpc_url": url, "keypair_path": keypair_path})
+        platform, mint = load_keypair(keypair_path).pubkey, reward_mint(settings)
+
+        async def look() -> tuple[int, Any]:
+            async with AsyncClient(url) as client:
+                return (await client.get_balance(platform)).value, (await client.get_account_info(mint)).value
+
+        balance, mint_account = asyncio.run(look())
+        assert rpc_answers(url)
+        assert not embedded_chain_wanted(settings)  # not the default URL, and something answers
+        assert balance > 0
+        assert mint_account is not None
+    finally:
+        chain.stop()
+    assert not rpc_answers(url)

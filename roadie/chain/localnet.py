@@ -56,6 +56,9 @@ from solders.transaction_status import (
     UiTransactionStatusMeta,
 )
 
+from roadie.processes import ProcessGroup
+from roadie.settings import Settings, get_settings
+
 log = logging.getLogger(__name__)
 
 #: Blocks a blockhash stays valid for (solana's MAX_PROCESSING_AGE).
@@ -860,7 +863,6 @@ def serve(*, host: str, port: int | None, slot_ms: int | None, finality_lag: int
 
     from roadie.chain.client import connect
     from roadie.chain.platform import provision as provision_platform
-    from roadie.settings import get_settings
 
     settings = get_settings()
     localnet = Localnet(
@@ -875,8 +877,7 @@ def serve(*, host: str, port: int | None, slot_ms: int | None, finality_lag: int
 
             async def work() -> None:
                 async with connect(settings, localnet.url) as chain:
-                    done = await provision_platform(chain, settings)
-                print(f"platform {done.platform}  reward mint {done.reward_mint}  treasury {done.treasury}", flush=True)
+                    print(await provision_platform(chain, settings), flush=True)
 
             asyncio.run(work())
         print(f"local Solana chain on {localnet.url} (a block every {localnet.slot_ms} ms)", flush=True)
@@ -885,3 +886,37 @@ def serve(*, host: str, port: int | None, slot_ms: int | None, finality_lag: int
     finally:
         localnet.stop()
     return 0
+
+
+def rpc_answers(url: str) -> bool:
+    """Whether a Solana JSON-RPC endpoint answers getHealth at ``url``."""
+    import httpx
+
+    try:
+        response = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "getHealth"}, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def embedded_chain_wanted(settings: Settings) -> bool:
+    """``roadie up``/``demo`` start the local chain when the RPC URL is the default one and nothing answers it."""
+    default = Settings.model_fields["solana_rpc_url"].default
+    return bool(settings.solana_rpc_url == default and not rpc_answers(settings.solana_rpc_url))
+
+
+def start_embedded_chain(settings: Settings, env: dict[str, str], timeout_s: float = 60) -> ProcessGroup:
+    """``roadie localnet`` as a supervised process, returned once it has provisioned the platform's accounts."""
+    import sys
+
+    logs = settings.home.resolve() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    process = ProcessGroup("localnet", [sys.executable, "-m", "roadie.cli", "localnet"], logs / "localnet.log", env=env)
+    process.start()
+    deadline = time.monotonic() + timeout_s
+    while "local Solana chain on" not in process.log():
+        if not process.alive or time.monotonic() > deadline:
+            process.stop()
+            raise RuntimeError(f"the local Solana chain did not start; see {process.log_path}")
+        time.sleep(0.2)
+    return process

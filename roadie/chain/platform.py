@@ -59,6 +59,9 @@ class Provisioned:
     reward_mint: Pubkey
     treasury: Pubkey
 
+    def __str__(self) -> str:
+        return f"platform {self.platform}  reward mint {self.reward_mint}  treasury {self.treasury}"
+
 
 async def provision(
     chain: Chain, settings: Settings | None = None, *, sol: int = 1_000, reward_supply: int = 10**15
