@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -24,6 +25,7 @@ import pytest
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.memo.instructions import MemoParams, create_memo
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
@@ -40,11 +42,13 @@ from spl.token.instructions import (
 )
 from sqlalchemy import select, text
 
-from models import ChainEvent, IndexedTransaction, IndexerCursor, Nft, Track, User
+from models import ChainEvent, IndexedTransaction, IndexerCursor, Nft, PayoutBatch, Track, User
 from roadie.chain.client import Chain, connect
+from roadie.chain.journal import CRASH_POINT_ENV
 from roadie.chain.platform import platform_keypair
 from roadie.chain.sending import checked_size, send_and_confirm, sign
 from roadie.chain.token import MINT_SIZE, create_mint_account, initialize_mint2
+from roadie.chain.transfers import create_batch
 from roadie.db import transaction
 from roadie.processes import ProcessGroup
 from roadie.settings import get_settings
@@ -425,3 +429,47 @@ def test_roadie_indexer_status_shows_the_cursors_and_the_lag(indexing: Indexing,
     (platform_cursor,) = [entry for entry in status["addresses"] if entry["address"] == str(signer.pubkey())]
     assert platform_cursor["cursor_slot"] is not None
     assert status["finalized"] >= 1
+
+
+def payout_state(batch_id: uuid.UUID) -> tuple[str, list[tuple[str, str | None, int | None]]]:
+    with transaction() as session:
+        batch = session.get_one(PayoutBatch, batch_id)
+        return batch.status, [(t.status, t.signature, t.instruction_index) for t in batch.transfers]
+
+
+def test_a_payout_is_paid_only_when_the_indexer_sees_it_finalized(
+    indexing: Indexing, paused: Any, api_url: str, processes: Processes, tmp_path: Path
+) -> None:
+    fans = [Keypair().pubkey() for _ in range(3)]
+    crashed = tmp_path / "crashed-after-confirm"
+    with environment({CRASH_POINT_ENV: f"after_confirm:{crashed}"}):  # the chain worker dies once confirmed
+        payer = processes.worker(queues="chain", concurrency=1)
+    with transaction() as session:
+        batch_id = create_batch(
+            session, f"rewards:{uuid.uuid4()}", [(str(fan), 1_000 + n) for n, fan in enumerate(fans)]
+        )
+    wait_until(lambda: all(status == "submitted" for status, _, _ in payout_state(batch_id)[1]), "the batch sent", 60)
+    (signature,) = {signature for _, signature, _ in payout_state(batch_id)[1]}
+    assert signature is not None
+    wait_until(lambda: on_chain(lambda chain: chain.statuses([Signature.from_string(signature)]))[0], "it landed")
+
+    control("roadie_advance", 1)  # confirmed, not finalized
+    wait_until(crashed.exists, "the chain worker killed after recording confirmed", 60)
+    payer.wait_stopped(10)
+    wait_until(lambda: indexed(signature) is not None, "the indexer reading the payout")
+
+    row = indexed(signature)
+    assert row is not None
+    assert row.status == "confirmed"
+    assert [status for status, _, _ in payout_state(batch_id)[1]] == ["confirmed"] * 3  # not paid yet
+    payouts = [event for event in events_of(signature) if event.kind == "token_transfer"]
+    assert sorted(event.amount or 0 for event in payouts) == [1_000, 1_001, 1_002]
+    assert {event.memo for event in payouts} == {f"roadie:payout:{batch_id}"}
+
+    control("roadie_advance", 3)  # finalized; no chain worker is left to notice
+
+    wait_until(lambda: payout_state(batch_id)[0] == "finalized", "the indexer finalizing the batch")
+    _, transfers = payout_state(batch_id)
+    assert sorted((status, index) for status, _, index in transfers) == sorted(
+        ("finalized", event.instruction_index) for event in payouts
+    )

@@ -6,23 +6,31 @@ Effects are applied exactly once because they ride on a row's state change, whic
 
 - NFT ownership follows transfers from ``confirmed`` on (it is what wallets show); a fork puts the previous
   owner back.
-- Anything that moves value acts only on ``finalized`` rows, which no fork can remove.
+- Anything that moves value acts only on ``finalized`` rows, which no fork can remove: a payout transfer
+  (``token_transfer`` under a ``roadie:payout:<batch id>`` memo) is marked ``finalized`` only then, and
+  only if it is the batch's transfer at that (signature, instruction index), of that amount and mint, to
+  the recipient's token account; its batch is finalized when all its transfers are.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from solders.pubkey import Pubkey
+from spl.token.instructions import get_associated_token_address
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from models.chain import ChainSend, PayoutBatch, PayoutTransfer
 from models.indexer import ChainEvent, IndexedTransaction, IndexerCursor
 from models.music import Nft
+from roadie.chain.transfers import MEMO_PREFIX
 from roadie.indexer.decode import DecodedTransaction, Event
 
 log = logging.getLogger(__name__)
@@ -73,7 +81,7 @@ def record(session: Session, reads: Sequence[Read], finalized_slot: int) -> list
             session.add(row)
         session.flush()
         if status == "finalized":
-            _on_finalized(session, read.signature)
+            _on_finalized(session, read.signature, read.slot)
     return inserted
 
 
@@ -105,8 +113,69 @@ def _take_ownership(session: Session, event: Event) -> str | None:
     return previous
 
 
-def _on_finalized(session: Session, signature: str) -> None:
-    """Effects that wait for finality. (Payout confirmations join here.)"""
+def _on_finalized(session: Session, signature: str, slot: int) -> None:
+    """Effects that wait for finality: payouts seen on chain are paid."""
+    payouts = session.scalars(
+        select(ChainEvent)
+        .where(ChainEvent.signature == signature, ChainEvent.kind == "token_transfer")
+        .order_by(ChainEvent.instruction_index)
+    ).all()
+    for event in payouts:
+        _payout_finalized(session, event, slot)
+
+
+def payout_batch_id(memo: str | None) -> uuid.UUID | None:
+    """The batch id of a payout memo (``roadie:payout:<batch id>``), or None."""
+    if memo is None or not memo.startswith(MEMO_PREFIX):
+        return None
+    try:
+        return uuid.UUID(memo.removeprefix(MEMO_PREFIX))
+    except ValueError:
+        return None
+
+
+def _payout_finalized(session: Session, event: ChainEvent, slot: int) -> None:
+    """Mark the batch's transfer at this (signature, instruction) finalized, once it matches what was sent."""
+    batch_id = payout_batch_id(event.memo)
+    batch = session.get(PayoutBatch, batch_id, with_for_update=True) if batch_id else None
+    transfer = (
+        session.scalars(
+            select(PayoutTransfer).where(
+                PayoutTransfer.batch_id == batch.id,
+                PayoutTransfer.signature == event.signature,
+                PayoutTransfer.instruction_index == event.instruction_index,
+            )
+        ).one_or_none()
+        if batch is not None
+        else None
+    )
+    if (
+        batch is None
+        or transfer is None
+        or transfer.amount != event.amount
+        or event.mint != batch.mint_address
+        or event.destination != _token_account(transfer.recipient_wallet, batch.mint_address, event.program)
+    ):
+        log.warning(
+            "indexer.payout_unmatched",
+            extra={"signature": event.signature, "instruction_index": event.instruction_index, "memo": event.memo},
+        )
+        return
+    transfer.status, transfer.slot = "finalized", slot
+    session.execute(
+        update(ChainSend)
+        .where(ChainSend.signature == event.signature, ChainSend.status.in_(("pending", "confirmed")))
+        .values(status="finalized", slot=slot, updated_at=func.now())
+    )
+    session.flush()
+    if all(t.status == "finalized" for t in batch.transfers):
+        batch.status, batch.error_code, batch.error_message = "finalized", None, None
+
+
+def _token_account(wallet: str, mint: str, program: str) -> str:
+    return str(
+        get_associated_token_address(Pubkey.from_string(wallet), Pubkey.from_string(mint), Pubkey.from_string(program))
+    )
 
 
 def finalize(session: Session, signatures: Sequence[str]) -> list[str]:
@@ -114,16 +183,16 @@ def finalize(session: Session, signatures: Sequence[str]) -> list[str]:
     if not signatures:
         return []
     changed = list(
-        session.scalars(
+        session.execute(
             update(IndexedTransaction)
             .where(IndexedTransaction.signature.in_(signatures), IndexedTransaction.status == "confirmed")
             .values(status="finalized", updated_at=func.now())
-            .returning(IndexedTransaction.signature)
+            .returning(IndexedTransaction.signature, IndexedTransaction.slot)
         )
     )
-    for signature in changed:
-        _on_finalized(session, signature)
-    return changed
+    for signature, slot in changed:
+        _on_finalized(session, signature, slot)
+    return [signature for signature, _ in changed]
 
 
 def remove(session: Session, signatures: Sequence[str]) -> list[str]:
