@@ -30,14 +30,9 @@ from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.memo.instructions import MemoParams, create_memo
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from spl.token.instructions import (
-    AuthorityType,
-    MintToParams,
-    SetAuthorityParams,
     TransferCheckedParams,
     create_idempotent_associated_token_account,
     get_associated_token_address,
-    mint_to,
-    set_authority,
     transfer_checked,
 )
 from sqlalchemy import select, text
@@ -45,9 +40,10 @@ from sqlalchemy import select, text
 from models import ChainEvent, IndexedTransaction, IndexerCursor, Nft, PayoutBatch, Track, User
 from roadie.chain.client import Chain, connect
 from roadie.chain.journal import CRASH_POINT_ENV
+from roadie.chain.nft import mint_instructions
 from roadie.chain.platform import platform_keypair
 from roadie.chain.sending import checked_size, send_and_confirm, sign
-from roadie.chain.token import MINT_SIZE, create_mint_account, initialize_mint2
+from roadie.chain.token import TokenMetadata, mint_account_space
 from roadie.chain.transfers import create_batch
 from roadie.db import transaction
 from roadie.processes import ProcessGroup
@@ -201,11 +197,8 @@ def owner_of(mint: Pubkey) -> str:
 
 
 def mint_nft(owner: Pubkey) -> tuple[Pubkey, str]:
-    """A one-of-one Token-2022 mint by the platform's mint authority, recorded as a track's NFT."""
+    """A track's NFT minted with the ``nft.mint`` job's own instructions (Token-2022 with token metadata)."""
     authority, mint = platform(), Keypair()
-    rent = on_chain(lambda chain: chain.rent_exempt_minimum(MINT_SIZE))
-    ata = get_associated_token_address(owner, mint.pubkey(), TOKEN_2022_PROGRAM_ID)
-    payer = authority.pubkey()
     with transaction() as session:
         artist = User(wallet_address=str(owner), is_artist=True)
         session.add(artist)
@@ -216,16 +209,17 @@ def mint_nft(owner: Pubkey) -> tuple[Pubkey, str]:
         session.add(
             Nft(mint_address=str(mint.pubkey()), track_id=track.id, owner_wallet=str(owner), creator_id=artist.id)
         )
-    signature = confirmed(
-        [
-            create_mint_account(payer, mint.pubkey(), MINT_SIZE, rent, TOKEN_2022_PROGRAM_ID),
-            initialize_mint2(mint.pubkey(), 0, payer, TOKEN_2022_PROGRAM_ID),
-            create_idempotent_associated_token_account(payer, owner, mint.pubkey(), TOKEN_2022_PROGRAM_ID),
-            mint_to(MintToParams(TOKEN_2022_PROGRAM_ID, mint.pubkey(), ata, payer, 1)),
-            set_authority(SetAuthorityParams(TOKEN_2022_PROGRAM_ID, mint.pubkey(), AuthorityType.MINT_TOKENS, payer)),
-        ],
-        [authority, mint],
+    metadata = TokenMetadata(
+        authority.pubkey(),
+        mint.pubkey(),
+        "Night Bus",
+        "ROADIE",
+        "ipfs://bafkreiindexertest",
+        {"track_id": str(track.id)},
     )
+    _, funded = mint_account_space(metadata)
+    rent = on_chain(lambda chain: chain.rent_exempt_minimum(funded))
+    signature = confirmed(mint_instructions(authority.pubkey(), owner, metadata, rent), [authority, mint])
     return mint.pubkey(), signature
 
 
