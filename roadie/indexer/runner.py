@@ -185,31 +185,59 @@ class Indexer:
         return found
 
     async def index_address(self, address: str, finalized_slot: int, report: Report) -> None:
+        """Read the address's new transactions in batches; the next batch is fetched while one is written."""
         with transaction() as session:
             cursor = store.cursor(session, address)
             until = cursor.signature if cursor else None
         head = await chain_slot(self.chain, Confirmed)
         infos = await self.signatures(address, until)
         size = self.settings.indexer_batch_size
-        for start in range(0, len(infos), size):
-            batch = infos[start : start + size]
-            with transaction() as session:
-                seen = store.known(session, [str(info.signature) for info in batch])
-            reads = await self.read([info for info in batch if str(info.signature) not in seen], finalized_slot)
-            final = [info for info in batch if info.slot <= finalized_slot]
-            last = start + size >= len(infos)
-            with transaction() as session:
-                inserted = store.record(session, reads, finalized_slot)
-                store.advance(
-                    session, address,
-                    signature=str(final[-1].signature) if final else None, slot=final[-1].slot if final else None,
-                    head_slot=head if last else None,
-                )  # fmt: skip
-            report.read += len(inserted)
-            report.poison += sum(1 for read in reads if read.error is not None and read.signature in inserted)
-        if not infos:
+        batches = [infos[start : start + size] for start in range(0, len(infos), size)]
+        if not batches:
             with transaction() as session:
                 store.advance(session, address, head_slot=head)
+            return
+        upcoming = asyncio.create_task(self.prepare(batches[0], finalized_slot))
+        try:
+            for number, batch in enumerate(batches):
+                reads = await upcoming
+                if number + 1 < len(batches):
+                    upcoming = asyncio.create_task(self.prepare(batches[number + 1], finalized_slot))
+                last = number + 1 == len(batches)
+                inserted = await asyncio.to_thread(
+                    self.commit, address, batch, reads, finalized_slot, head if last else None
+                )
+                report.read += len(inserted)
+                report.poison += sum(1 for read in reads if read.error is not None and read.signature in inserted)
+        finally:
+            upcoming.cancel()
+
+    async def prepare(
+        self, batch: Sequence[RpcConfirmedTransactionStatusWithSignature], finalized_slot: int
+    ) -> list[store.Read]:
+        """The batch's transactions not indexed yet, fetched and decoded."""
+        with transaction() as session:
+            seen = store.known(session, [str(info.signature) for info in batch])
+        return await self.read([info for info in batch if str(info.signature) not in seen], finalized_slot)
+
+    @staticmethod
+    def commit(
+        address: str,
+        batch: Sequence[RpcConfirmedTransactionStatusWithSignature],
+        reads: Sequence[store.Read],
+        finalized_slot: int,
+        head: int | None,
+    ) -> list[str]:
+        """One database transaction: the batch's rows, events and effects, and the cursor past its finalized part."""
+        final = [info for info in batch if info.slot <= finalized_slot]
+        with transaction() as session:
+            inserted = store.record(session, reads, finalized_slot)
+            store.advance(
+                session, address,
+                signature=str(final[-1].signature) if final else None, slot=final[-1].slot if final else None,
+                head_slot=head,
+            )  # fmt: skip
+        return inserted
 
     async def read(
         self, infos: Sequence[RpcConfirmedTransactionStatusWithSignature], finalized_slot: int

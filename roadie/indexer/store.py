@@ -52,36 +52,49 @@ def _block_time(seconds: int | None) -> dt.datetime | None:
 
 
 def record(session: Session, reads: Sequence[Read], finalized_slot: int) -> list[str]:
-    """Insert the transactions (oldest first) and their events, applying their effects; returns the new ones."""
-    inserted: list[str] = []
-    for read in reads:
-        status = "finalized" if read.slot <= finalized_slot else "confirmed"
-        new = session.execute(
+    """Insert the transactions (oldest first) and their events, applying their effects; returns the new ones.
+
+    One INSERT for the transactions tells which are new; only those get events and effects, in chain order.
+    """
+    if not reads:
+        return []
+    rows = [
+        {
+            "signature": read.signature,
+            "slot": read.slot,
+            "block_time": _block_time(read.block_time),
+            "status": "finalized" if read.slot <= finalized_slot else "confirmed",
+            "succeeded": read.decoded.succeeded if read.decoded else True,
+            "error": read.error,
+        }
+        for read in reads
+    ]
+    new = set(
+        session.scalars(
             insert(IndexedTransaction)
-            .values(
-                signature=read.signature,
-                slot=read.slot,
-                block_time=_block_time(read.block_time),
-                status=status,
-                succeeded=read.decoded.succeeded if read.decoded else True,
-                error=read.error,
-            )
+            .values(rows)
             .on_conflict_do_nothing(index_elements=[IndexedTransaction.signature])
             .returning(IndexedTransaction.signature)
-        ).scalar_one_or_none()
-        if new is None:
+        )
+    )
+    inserted: list[str] = []
+    payouts: list[tuple[ChainEvent, int]] = []
+    for read in reads:
+        if read.signature not in new:
             continue
-        inserted.append(new)
+        inserted.append(read.signature)
         if read.error is not None:
             log.warning("indexer.poison", extra={"signature": read.signature, "slot": read.slot, "error": read.error})
         for event in read.decoded.events if read.decoded else []:
             row = _event_row(read.signature, event)
             if event.kind == "nft_transfer":
                 row.previous_owner = _take_ownership(session, event)
+            elif event.kind == "token_transfer" and read.slot <= finalized_slot:
+                payouts.append((row, read.slot))
             session.add(row)
-        session.flush()
-        if status == "finalized":
-            _on_finalized(session, read.signature, read.slot)
+    session.flush()
+    for payout, slot in payouts:
+        _payout_finalized(session, payout, slot)
     return inserted
 
 
@@ -111,17 +124,6 @@ def _take_ownership(session: Session, event: Event) -> str | None:
         return None
     previous, nft.owner_wallet = nft.owner_wallet, event.owner
     return previous
-
-
-def _on_finalized(session: Session, signature: str, slot: int) -> None:
-    """Effects that wait for finality: payouts seen on chain are paid."""
-    payouts = session.scalars(
-        select(ChainEvent)
-        .where(ChainEvent.signature == signature, ChainEvent.kind == "token_transfer")
-        .order_by(ChainEvent.instruction_index)
-    ).all()
-    for event in payouts:
-        _payout_finalized(session, event, slot)
 
 
 def payout_batch_id(memo: str | None) -> uuid.UUID | None:
@@ -182,7 +184,7 @@ def finalize(session: Session, signatures: Sequence[str]) -> list[str]:
     """Mark rows finalized (once) and apply their finalized effects; returns the rows that changed."""
     if not signatures:
         return []
-    changed = list(
+    changed: list[tuple[str, int]] = list(
         session.execute(
             update(IndexedTransaction)
             .where(IndexedTransaction.signature.in_(signatures), IndexedTransaction.status == "confirmed")
@@ -190,9 +192,15 @@ def finalize(session: Session, signatures: Sequence[str]) -> list[str]:
             .returning(IndexedTransaction.signature, IndexedTransaction.slot)
         )
     )
-    for signature, slot in changed:
-        _on_finalized(session, signature, slot)
-    return [signature for signature, _ in changed]
+    slots = dict(changed)
+    payouts = session.scalars(
+        select(ChainEvent)
+        .where(ChainEvent.signature.in_(slots), ChainEvent.kind == "token_transfer")
+        .order_by(ChainEvent.signature, ChainEvent.instruction_index)
+    ).all()
+    for event in payouts:
+        _payout_finalized(session, event, slots[event.signature])
+    return list(slots)
 
 
 def remove(session: Session, signatures: Sequence[str]) -> list[str]:
