@@ -39,7 +39,6 @@ from sqlalchemy import select, text
 
 from models import ChainEvent, IndexedTransaction, IndexerCursor, Nft, PayoutBatch, Track, User
 from roadie.chain.client import Chain, connect
-from roadie.chain.journal import CRASH_POINT_ENV
 from roadie.chain.nft import mint_instructions
 from roadie.chain.platform import platform_keypair
 from roadie.chain.sending import checked_size, send_and_confirm, sign
@@ -49,7 +48,7 @@ from roadie.db import transaction
 from roadie.processes import ProcessGroup
 from roadie.settings import get_settings
 from tests.conftest import ROOT, Processes, free_port
-from tests.fixtures.chain import control
+from tests.fixtures.chain import control, crashing_worker
 from tests.helpers import wait_for_job
 
 T = TypeVar("T")
@@ -92,7 +91,12 @@ def indexer_worker(processes: Processes, metrics_port: int) -> ProcessGroup:
 
 
 @pytest.fixture(scope="module")
-def indexing(processes: Processes, localnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexing]:
+def running_indexer(
+    processes: Processes, worker: ProcessGroup, localnet: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Indexing]:
+    """The module's indexer worker and beat; the shared all-queues worker rests meanwhile, so every tick is
+    taken by this worker, with its small pages and batches."""
+    worker.stop()
     log_dir, port = tmp_path_factory.mktemp("indexer"), free_port()
     worker = indexer_worker(processes, port)
     with environment(ENV):  # beat: an indexer tick every 0.3 s
@@ -103,6 +107,16 @@ def indexing(processes: Processes, localnet: Any, tmp_path_factory: pytest.TempP
     yield indexing
     beat.stop()
     indexing.worker.stop()
+    if not worker.alive:
+        worker.start()
+
+
+@pytest.fixture
+def indexing(running_indexer: Indexing, processes: Processes) -> Indexing:
+    """The indexer worker and beat; a worker another test killed (``own_workers`` kills them all) is replaced."""
+    if not running_indexer.worker.alive:
+        running_indexer.worker = indexer_worker(processes, running_indexer.metrics_port)
+    return running_indexer
 
 
 @pytest.fixture
@@ -432,12 +446,16 @@ def payout_state(batch_id: uuid.UUID) -> tuple[str, list[tuple[str, str | None, 
 
 
 def test_a_payout_is_paid_only_when_the_indexer_sees_it_finalized(
-    indexing: Indexing, paused: Any, api_url: str, processes: Processes, tmp_path: Path
+    indexing: Indexing,
+    paused: Any,
+    api_url: str,
+    own_workers: Processes,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     fans = [Keypair().pubkey() for _ in range(3)]
     crashed = tmp_path / "crashed-after-confirm"
-    with environment({CRASH_POINT_ENV: f"after_confirm:{crashed}"}):  # the chain worker dies once confirmed
-        payer = processes.worker(queues="chain", concurrency=1)
+    payer = crashing_worker(own_workers, monkeypatch, "after_confirm", crashed)  # the only chain worker
     with transaction() as session:
         batch_id = create_batch(
             session, f"rewards:{uuid.uuid4()}", [(str(fan), 1_000 + n) for n, fan in enumerate(fans)]

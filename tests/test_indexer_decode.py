@@ -89,7 +89,7 @@ def transfer_tx(
 
 
 def watch(*nft_mints: Pubkey) -> Watch:
-    return Watch(AUTHORITY.pubkey(), TREASURY_ACCOUNT, frozenset(str(mint) for mint in nft_mints))
+    return Watch(AUTHORITY.pubkey(), {TREASURY_ACCOUNT}, frozenset(str(mint) for mint in nft_mints))
 
 
 def events(tx: VersionedTransaction, watching: Watch | None = None, meta: UiTransactionStatusMeta = OK) -> list[Event]:

@@ -54,10 +54,10 @@ class DecodeError(ValueError):
 
 @dataclass(frozen=True)
 class Watch:
-    """What "ours" means: the platform's mint authority, the treasury token account and the mints of our NFTs."""
+    """What "ours" means: the platform's mint authority, the treasury token account(s) and the mints of our NFTs."""
 
     mint_authority: Pubkey
-    treasury: Pubkey
+    treasury: Container[Pubkey]
     nft_mints: Container[str] = frozenset()
 
 
@@ -207,7 +207,7 @@ def _transfer(
     _require(len(ix.accounts) >= 4, f"instruction {index}: TransferChecked with {len(ix.accounts)} accounts")
     source, mint = ix.accounts[0].pubkey, str(ix.accounts[1].pubkey)
     kind: EventKind
-    if source == watch.treasury:
+    if source in watch.treasury:
         kind = "token_transfer"
     elif ix.program_id == TOKEN_2022_PROGRAM_ID and (mint in watch.nft_mints or mint in new_nft_mints):
         kind, memo = "nft_transfer", None

@@ -119,8 +119,11 @@ def exclusive(name: str) -> Iterator[bool]:
 
 
 def watch(settings: Settings) -> Watch:
-    """The platform keypair is the mint authority; payouts leave its token account of the reward mint."""
-    return Watch(platform_keypair(settings).pubkey, treasury(settings))
+    """The platform keypair is the mint authority; payouts leave its token account of the reward mint (under
+    whichever token program owns that mint)."""
+    return Watch(
+        platform_keypair(settings).pubkey, frozenset(treasury(settings, program) for program in TOKEN_PROGRAMS)
+    )
 
 
 def watched_addresses(settings: Settings) -> list[str]:
