@@ -29,7 +29,7 @@ from roadie.processes import ProcessGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ROADIE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-BENCH_DATABASE = "roadie_bench"
+BENCH_DATABASE = os.environ.get("ROADIE_BENCH_DATABASE", "roadie_bench")  # dropped and re-created by every run
 REDIS_URL = os.environ.get("ROADIE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 DATABASE_URL = PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
 
