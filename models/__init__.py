@@ -1,6 +1,7 @@
 """SQLAlchemy models, by domain: the platform's job ledger and the music service's data."""
 
 from models.base import Base
+from models.chain import ChainSend, PayoutBatch, PayoutTransfer
 from models.music import (
     ChainTransaction,
     Nft,
@@ -20,6 +21,7 @@ from models.platform import ApiClient, IdempotencyKey, Job, JobAttempt, JobEvent
 __all__ = [
     "ApiClient",
     "Base",
+    "ChainSend",
     "ChainTransaction",
     "IdempotencyKey",
     "Job",
@@ -30,6 +32,8 @@ __all__ = [
     "NftCollection",
     "NftMetadata",
     "OutboxMessage",
+    "PayoutBatch",
+    "PayoutTransfer",
     "StakingPosition",
     "TokenBalance",
     "Track",

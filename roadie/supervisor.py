@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from roadie.chain.localnet import embedded_chain_wanted, start_embedded_chain
 from roadie.embedded import EmbeddedPostgres, EmbeddedRedis
 from roadie.flower import authentication_configured
 from roadie.processes import ProcessGroup
@@ -119,6 +120,9 @@ class Platform:
             self.embedded.append(broker)
             self.env["ROADIE_BROKER_URL"] = broker.start()
             print(f"embedded Redis on 127.0.0.1:{broker.port} (data in {broker.data_dir})")
+        if embedded_chain_wanted(self.settings):
+            self.processes["localnet"] = start_embedded_chain(self.settings, self.env)
+            print(f"embedded local Solana chain on {self.settings.solana_rpc_url} (state in memory only)")
 
     def migrate(self) -> None:
         subprocess.run(
