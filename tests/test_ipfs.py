@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import socket
 import threading
 import uuid
@@ -21,6 +22,7 @@ from roadie.blobs import blob_path
 from roadie.db import transaction
 from roadie.ipfs import metadata, pinning
 from roadie.ipfs.client import IpfsNode
+from roadie.ipfs.node import LocalIpfsNode, answers
 from roadie.jobs.errors import PermanentError, TransientError
 from roadie.processes import ProcessGroup
 from tests.fixtures.ipfs import MakeTrack
@@ -391,3 +393,22 @@ def test_bad_input_fails_the_job_with_a_code_and_the_worker_keeps_serving(
     assert failed["attempts"] == 1
     fine = make_track({"mp3_320": b"fine"})
     wait_for_job(client, submit_job(client, "ipfs.pin_track", fine), "succeeded", timeout=60)
+
+
+# --- the local node -----------------------------------------------------------------------------
+
+
+def test_the_local_node_restarts_on_its_repo_after_being_killed(tmp_path: Path) -> None:
+    node = LocalIpfsNode(tmp_path / "repo")  # port 0: any free port
+    addr = node.start()
+    added = IpfsNode(addr, timeout_s=10, attempts=1).add_bytes(b"kept across a crash")
+    os.kill(int(Path(f"{node.repo}.pid").read_text()), signal.SIGKILL)
+    assert not answers(addr)
+
+    again = node.start()  # the dead daemon's repo lock would otherwise block it for 20 s
+
+    try:
+        assert IpfsNode(again, timeout_s=10, attempts=1).is_pinned(added.cid)
+    finally:
+        node.stop()
+    assert not answers(again)

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from multiaddr import Multiaddr
+
 from roadie.ipfs.client import IpfsNode
 from roadie.jobs.errors import JobError
 
@@ -24,6 +26,11 @@ class LocalIpfsNode:
 
     repo: Path
     port: int = 0
+
+    @classmethod
+    def serving(cls, addr: str, repo: Path) -> LocalIpfsNode:
+        """The node that will serve the RPC API at ``addr`` (a /ip4/127.0.0.1/tcp/<port>/http multiaddr)."""
+        return cls(repo, port=int(Multiaddr(addr).value_for_protocol("tcp")))
 
     def _script(self, command: str) -> str:
         env = dict(os.environ, IPFS_PATH=str(self.repo), IPFS_API_PORT=str(self.port))
