@@ -35,9 +35,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install
+bench: install ipfs-node
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.ipfs_pin
 
 clean:
 	rm -rf $(VENV) .roadie .pytest_cache .mypy_cache .ruff_cache

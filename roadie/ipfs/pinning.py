@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from models.music import Track, TrackFile
 from roadie.blobs import blob_path
 from roadie.db import transaction
-from roadie.ipfs.client import ipfs
+from roadie.ipfs.client import IpfsNode, ipfs
 from roadie.jobs.errors import PermanentError, TransientError
 
 #: Kinds pinned by ``ipfs.pin_track``; the metadata JSON is built and pinned after them.
@@ -54,6 +54,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def ensure_pinned(node: IpfsNode, cid: str) -> None:
+    """Pin unless ``pin ls`` lists the CID already (re-pinning walks the whole DAG), then verify with ``pin ls``."""
+    if node.is_pinned(cid):
+        return
+    node.pin(cid)
+    if not node.is_pinned(cid):
+        raise TransientError(f"pin ls does not list {cid} after pinning it", code="pin_not_verified")
+
+
 def _mark_failed(file_id: uuid.UUID) -> None:
     with transaction() as session:
         session.execute(update(TrackFile).where(TrackFile.id == file_id).values(pin_state="failed"))
@@ -80,9 +89,7 @@ def pin_file(file: FileToPin) -> dict[str, Any]:
     mime = file.mime_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     with transaction() as session:
         lock_cid(session, added.cid)
-        node.pin(added.cid)  # again under the lock: a release of the same CID may have run since the add
-        if not node.is_pinned(added.cid):
-            raise TransientError(f"pin ls does not list {added.cid} after pinning it", code="pin_not_verified")
+        ensure_pinned(node, added.cid)  # under the lock: a release of the same CID may have run since the add
         session.execute(
             update(TrackFile)
             .where(TrackFile.id == file.id)
