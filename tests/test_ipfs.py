@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,12 @@ from roadie.ipfs import metadata, pinning
 from roadie.ipfs.client import IpfsNode
 from roadie.ipfs.node import LocalIpfsNode, answers
 from roadie.jobs.errors import PermanentError, TransientError
+from roadie.jobs.outbox import reap_lost
 from roadie.processes import ProcessGroup
+from tests.conftest import Processes
 from tests.fixtures.ipfs import MakeTrack
 from tests.helpers import wait_for_job
+from tests.test_durability import own_workers  # noqa: F401 - the fixture that stops the shared worker
 
 pytestmark = pytest.mark.usefixtures("ipfs_node")
 
@@ -412,3 +416,32 @@ def test_the_local_node_restarts_on_its_repo_after_being_killed(tmp_path: Path) 
     finally:
         node.stop()
     assert not answers(again)
+
+
+@pytest.mark.usefixtures("own_workers")
+def test_a_pin_track_killed_midway_completes_on_rerun_with_the_same_cids_and_no_duplicates(
+    make_track: MakeTrack, ipfs_node: IpfsNode, client: httpx.Client, processes: Processes
+) -> None:
+    contents = {kind: os.urandom(8 << 20) for kind in ("cover", "mp3_128", "mp3_320", "opus_96", "preview", "source")}
+    track_id = make_track(contents)
+    doomed = processes.worker(queues="ipfs")
+    job_id = submit_job(client, "ipfs.pin_track", track_id)
+
+    pinned_at_kill = 0
+    deadline = time.monotonic() + 60
+    while pinned_at_kill == 0 and time.monotonic() < deadline:
+        pinned_at_kill = sum(row.pin_state == "pinned" for row in rows(track_id).values())
+        time.sleep(0.02)
+    doomed.kill()  # mid-job: some files pinned and recorded, the others not
+    assert 0 < pinned_at_kill < len(contents)
+    time.sleep(3.5)  # > ROADIE_HEARTBEAT_TIMEOUT_S
+    assert reap_lost() == 1
+    processes.worker(queues="ipfs")
+
+    job = wait_for_job(client, job_id, "succeeded", timeout=120)
+
+    assert job["attempts"] == 2
+    files = rows(track_id)
+    assert {kind: row.cid for kind, row in files.items()} == {kind: kubo_cid(data) for kind, data in contents.items()}
+    assert {row.pin_state for row in files.values()} == {"pinned"}
+    assert all(ipfs_node.is_pinned(row.cid or "") for row in files.values())
