@@ -22,7 +22,7 @@ from models.music import Track, TrackFile
 from roadie.blobs import blob_path
 from roadie.db import transaction
 from roadie.ipfs import metadata, pinning
-from roadie.ipfs.client import IpfsNode
+from roadie.ipfs.client import IpfsNode, ipfs
 from roadie.ipfs.node import LocalIpfsNode, answers
 from roadie.jobs.errors import PermanentError, TransientError
 from roadie.jobs.outbox import reap_lost
@@ -347,13 +347,29 @@ def test_metadata_the_schema_rejects_fails_naming_the_field_and_writes_nothing(
     assert "metadata" not in rows(track_id)
 
 
-def test_metadata_needs_the_pinned_mp3(make_track: MakeTrack) -> None:
-    track_id = make_track({"mp3_320": b"not pinned yet"})
+def test_metadata_needs_the_pinned_mp3_and_the_pinned_cover(make_track: MakeTrack) -> None:
+    track_id = make_track({"mp3_320": b"not pinned yet", "cover": b"cover"})
 
-    with pytest.raises(PermanentError) as raised:
+    with pytest.raises(PermanentError, match="MP3 320") as raised:
         metadata.pin_metadata(track_id)
-
     assert raised.value.code == "not_pinned"
+
+    pinning.pin_track(track_id)
+    with transaction() as session:
+        session.get_one(TrackFile, rows(track_id)["cover"].id).pin_state = "failed"
+    with pytest.raises(PermanentError, match="cover") as raised:  # not silently replaced by a waveform
+        metadata.pin_metadata(track_id)
+    assert raised.value.code == "not_pinned"
+    assert {"metadata", "waveform"}.isdisjoint(rows(track_id))
+
+
+def test_each_forked_process_gets_its_own_client() -> None:
+    parent = ipfs()
+    child = os.fork()
+    if child == 0:  # a prefork pool child
+        os._exit(0 if ipfs() is not parent and ipfs() is ipfs() else 1)
+    assert os.waitpid(child, 0)[1] == 0
+    assert ipfs() is parent
 
 
 # --- through a real Celery worker ---------------------------------------------------------------

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from models.music import Track, TrackFile
 from roadie.blobs import blob_path
 from roadie.db import transaction
-from roadie.ipfs.pinning import FileToPin, pin_file, pinned_files
+from roadie.ipfs.pinning import FileToPin, pin_file
 from roadie.jobs.errors import PermanentError
 from roadie.settings import get_settings
 
@@ -61,12 +61,15 @@ def _uri(cid: str, ext: str | None = None) -> str:
     return f"ipfs://{cid}" + (f"?ext={ext}" if ext else "")
 
 
+def _pinned_uri(file: TrackFile, ext: str | None = None) -> str:
+    if file.cid is None or file.pin_state != "pinned":
+        raise ValueError(f"the {file.kind} file is not pinned")
+    return _uri(file.cid, ext)
+
+
 def build_metadata(track: Track, files: dict[str, TrackFile], image: TrackFile) -> dict[str, Any]:
     """The metadata document of a track whose ``mp3_320`` and image are pinned."""
     settings = get_settings()
-    mp3 = files["mp3_320"]
-    assert mp3.cid is not None
-    assert image.cid is not None
     measured: list[tuple[str, Any]] = [
         ("Genre", track.genre),
         ("BPM", None if track.bpm is None else float(track.bpm)),
@@ -74,18 +77,18 @@ def build_metadata(track: Track, files: dict[str, TrackFile], image: TrackFile) 
         ("Duration (s)", None if track.duration_ms is None else track.duration_ms / 1000),
         ("Loudness (LUFS)", None if track.loudness_lufs is None else float(track.loudness_lufs)),
     ]
-    listed = [{"uri": _uri(image.cid), "type": image.mime_type}]
+    listed = [{"uri": _pinned_uri(image), "type": image.mime_type}]
     listed += [
-        {"uri": _uri(f.cid, "mp3" if kind == "mp3_320" else None), "type": f.mime_type}
+        {"uri": _pinned_uri(f, "mp3" if kind == "mp3_320" else None), "type": f.mime_type}
         for kind in LISTED_AUDIO
-        if (f := files.get(kind)) is not None and f.cid is not None
+        if (f := files.get(kind)) is not None and f.pin_state == "pinned"
     ]
     return {
         "name": track.title,
         "symbol": settings.nft_symbol,
         "description": track.description or "",
-        "image": _uri(image.cid),
-        "animation_url": _uri(mp3.cid, "mp3"),
+        "image": _pinned_uri(image),
+        "animation_url": _pinned_uri(files["mp3_320"], "mp3"),
         "external_url": f"{settings.nft_external_url_base.rstrip('/')}/{track.id}",
         "attributes": [{"trait_type": name, "value": value} for name, value in measured if value is not None],
         "properties": {"files": listed, "category": "audio"},
@@ -146,27 +149,30 @@ def _store_generated(track_id: uuid.UUID, kind: str, file_name: str, mime: str, 
         return FileToPin(row.id, kind, key, digest, mime, row.cid), changed is None
 
 
-def _pinned_by_kind(track_id: uuid.UUID) -> tuple[Track, dict[str, TrackFile]]:
+def _files_by_kind(track_id: uuid.UUID) -> tuple[Track, dict[str, TrackFile]]:
     with transaction() as session:
         track = session.get(Track, track_id)
         if track is None:
             raise PermanentError(f"track {track_id} does not exist", code="track_not_found")
-        return track, {f.kind: f for f in pinned_files(session, track_id)}
+        return track, {f.kind: f for f in track.files}
 
 
 def pin_metadata(track_id: uuid.UUID) -> dict[str, Any]:
     """Build the track's NFT metadata, validate it, keep it as its ``metadata`` file and pin it."""
-    track, files = _pinned_by_kind(track_id)
-    if "mp3_320" not in files:
+    track, files = _files_by_kind(track_id)
+    mp3, cover = files.get("mp3_320"), files.get("cover")
+    if mp3 is None or mp3.pin_state != "pinned":
         raise PermanentError("the MP3 320 rendition is not pinned yet; run ipfs.pin_track first", code="not_pinned")
-    image = files.get("cover") or files.get("waveform")
-    if image is None:
+    if cover is not None and cover.pin_state != "pinned":  # never silently replaced by the waveform
+        raise PermanentError("the cover is not pinned yet; run ipfs.pin_track first", code="not_pinned")
+    image = files.get("cover")
+    if image is None:  # no cover: the waveform image, drawn (again) unless exactly these bytes are pinned
         waveform, pinned = _store_generated(
             track_id, "waveform", "waveform.png", "image/png", waveform_png(track.waveform)
         )
         if not pinned:
             pin_file(waveform)
-        track, files = _pinned_by_kind(track_id)
+        track, files = _files_by_kind(track_id)
         image = files["waveform"]
     document = build_metadata(track, files, image)
     validate_metadata(document)

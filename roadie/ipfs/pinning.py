@@ -129,25 +129,16 @@ def _files(track_id: uuid.UUID, *, kinds: tuple[str, ...], states: tuple[str, ..
         return [FileToPin(r.id, r.kind, r.storage_key, r.sha256, r.mime_type, r.cid) for r in rows]
 
 
-def pinned_files(session: Session, track_id: uuid.UUID) -> list[TrackFile]:
-    return list(
-        session.scalars(
-            select(TrackFile)
-            .where(TrackFile.track_id == track_id, TrackFile.pin_state == "pinned")
-            .order_by(TrackFile.kind)
-        )
-    )
-
-
 def pin_track(track_id: uuid.UUID) -> dict[str, Any]:
     """Pin every file of the track that is not pinned yet (the metadata JSON excepted)."""
     newly = [pin_file(file) for file in _files(track_id, kinds=CONTENT_KINDS, states=_UNPINNED_STATES)]
     with transaction() as session:
-        files = [
-            {"kind": f.kind, "cid": f.cid, "size_bytes": f.size_bytes, "mime_type": f.mime_type}
-            for f in pinned_files(session, track_id)
-            if f.kind in CONTENT_KINDS
-        ]
+        pinned = session.scalars(
+            select(TrackFile)
+            .where(TrackFile.track_id == track_id, TrackFile.kind.in_(CONTENT_KINDS), TrackFile.pin_state == "pinned")
+            .order_by(TrackFile.kind)
+        )
+        files = [{"kind": f.kind, "cid": f.cid, "size_bytes": f.size_bytes, "mime_type": f.mime_type} for f in pinned]
     return {"track_id": str(track_id), "pinned_now": [f["kind"] for f in newly], "files": files}
 
 
