@@ -155,6 +155,13 @@ def test_a_node_that_is_not_there_is_reported_transient() -> None:
         node.pin("bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4")
 
 
+def test_a_node_that_answers_an_error_is_reported_permanent(ipfs_node: IpfsNode) -> None:
+    with pytest.raises(PermanentError) as raised:
+        ipfs_node.pin("not-a-cid")
+
+    assert raised.value.code == "ipfs_rejected"
+
+
 # --- pin_track ----------------------------------------------------------------------------------
 
 
