@@ -96,6 +96,25 @@ class Settings(BaseSettings):
     )
 
     # IPFS pool (issue 3)
+    ipfs_timeout_s: float = Field(
+        default=60.0, gt=0, description="Timeout of every call to the IPFS node's RPC API (connecting, each read)."
+    )
+    ipfs_call_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Tries of one IPFS call on a connection error or timeout; then the job is retried later.",
+    )
+    nft_symbol: str = Field(
+        default="ROADIE",
+        min_length=1,
+        max_length=10,
+        description="Symbol of track NFTs, in their metadata JSON and on chain (≤ 10 chars).",
+    )
+    nft_external_url_base: str = Field(
+        default="https://roadie.example/tracks",
+        pattern=r"^https?://",
+        description="A track's NFT metadata `external_url` is this base, a slash and the track id.",
+    )
 
     # Chain pool and the local chain (issue 4)
     solana_commitment: Literal["processed", "confirmed", "finalized"] = Field(
@@ -126,7 +145,6 @@ class Settings(BaseSettings):
     reward_mint_decimals: int = Field(
         default=6, ge=0, le=18, description="Decimals of the reward mint (transfer_checked refuses a mismatch)."
     )
-    nft_symbol: str = Field(default="ROADIE", max_length=10, description="Symbol of minted track NFTs.")
     localnet_slot_ms: int = Field(
         default=400, ge=0, description="`roadie localnet`: a block every this many ms (0: only on request)."
     )
