@@ -1,6 +1,17 @@
 """SQLAlchemy models, by domain: the platform's job ledger and the music service's data."""
 
 from models.base import Base
+from models.ledger import (
+    LedgerAccount,
+    LedgerEntry,
+    LedgerRun,
+    LedgerTransaction,
+    Payout,
+    Play,
+    Sale,
+    SaleCreator,
+    StakingPayout,
+)
 from models.music import (
     ChainTransaction,
     Nft,
@@ -26,10 +37,19 @@ __all__ = [
     "JobAttempt",
     "JobEvent",
     "JobStatus",
+    "LedgerAccount",
+    "LedgerEntry",
+    "LedgerRun",
+    "LedgerTransaction",
     "Nft",
     "NftCollection",
     "NftMetadata",
     "OutboxMessage",
+    "Payout",
+    "Play",
+    "Sale",
+    "SaleCreator",
+    "StakingPayout",
     "StakingPosition",
     "TokenBalance",
     "Track",
