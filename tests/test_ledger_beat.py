@@ -70,21 +70,27 @@ def closed_periods(since: dt.datetime, length: int) -> int:
     return now // length - int(since.timestamp()) // length
 
 
+def listened(hours: list[float]) -> tuple[uuid.UUID, uuid.UUID]:
+    """An artist and a listener who played the artist's track ``hours`` ago, each play received when played."""
+    settings = get_settings()
+    with transaction() as session:
+        fund_treasury(session, 10**18, "seed", hours_ago(max(hours) + 1))
+        artist, listener = make_user(session), make_user(session)
+        track = make_track(session, artist)
+        for hour in hours:
+            started = hours_ago(hour)
+            played = {"event_id": uuid.uuid4().hex, "listener_id": str(listener), "track_id": str(track),
+                      "started_at": started.isoformat(), "ms_listened": 60_000, "client": "test"}  # fmt: skip
+            record_plays(session, [played], None, started, settings)
+    return artist, listener
+
+
 def test_two_beats_at_once_pay_every_period_once_and_catch_up_what_was_missed(
     api_url: str, own_workers: Processes, beats: list[ProcessGroup]
 ) -> None:
     settings = get_settings()
+    artist, listener = listened([3, 2.5, 2])  # received during an outage of the beat: three hours back
     with transaction() as session:
-        fund_treasury(session, 10**18, "seed", hours_ago(100))
-        artist, listener = make_user(session), make_user(session)
-        track = make_track(session, artist)
-        events = [
-            {"event_id": uuid.uuid4().hex, "listener_id": str(listener), "track_id": str(track),
-             "started_at": hours_ago(h).isoformat(), "ms_listened": 60_000, "client": "test"}
-            for h in (3, 2.5, 2)
-        ]  # fmt: skip
-        for played in events:  # received during an outage of the beat: three hours back
-            record_plays(session, [played], None, dt.datetime.fromisoformat(played["started_at"]), settings)
         position = open_position(session, listener, "MINT", 10**15, 800, "apr", 0, hours_ago(50), settings).id
     own_workers.worker(queues="default,ledger", concurrency=2)
 
@@ -122,15 +128,7 @@ def test_a_worker_killed_in_the_middle_of_a_catch_up_loses_nothing_and_pays_noth
     api_url: str, own_workers: Processes, make_client: object
 ) -> None:
     settings = get_settings()
-    with transaction() as session:
-        fund_treasury(session, 10**18, "seed", hours_ago(200))
-        artist, listener = make_user(session), make_user(session)
-        track = make_track(session, artist)
-        for hour in range(150, 0, -1):  # one play an hour for 150 hours, each received when played
-            started = hours_ago(hour)
-            played = {"event_id": uuid.uuid4().hex, "listener_id": str(listener), "track_id": str(track),
-                      "started_at": started.isoformat(), "ms_listened": 60_000, "client": "test"}  # fmt: skip
-            record_plays(session, [played], None, started, settings)
+    _, listener = listened(list(range(150, 0, -1)))  # one play an hour for 150 hours
     client = make_client("jobs:write", "jobs:read")  # type: ignore[operator]
     assert isinstance(client, httpx.Client)
     doomed = own_workers.worker(queues="ledger")
