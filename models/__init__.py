@@ -1,6 +1,7 @@
 """SQLAlchemy models, by domain: the platform's job ledger and the music service's data."""
 
 from models.base import Base
+from models.chain import ChainSend, PayoutBatch, PayoutTransfer
 from models.ledger import (
     LedgerAccount,
     LedgerEntry,
@@ -31,6 +32,7 @@ from models.platform import ApiClient, IdempotencyKey, Job, JobAttempt, JobEvent
 __all__ = [
     "ApiClient",
     "Base",
+    "ChainSend",
     "ChainTransaction",
     "IdempotencyKey",
     "Job",
@@ -46,6 +48,8 @@ __all__ = [
     "NftMetadata",
     "OutboxMessage",
     "Payout",
+    "PayoutBatch",
+    "PayoutTransfer",
     "Play",
     "Sale",
     "SaleCreator",

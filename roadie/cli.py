@@ -103,6 +103,24 @@ def flower(flower_options: tuple[str, ...]) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Default: the port of ROADIE_SOLANA_RPC_URL.")
+@click.option("--slot-ms", type=int, default=None, help="A block every N ms; 0: only on request.")
+@click.option("--finality-lag", type=int, default=None, help="Blocks between confirmed and finalized.")
+@click.option(
+    "--provision/--no-provision",
+    default=True,
+    show_default=True,
+    help="Fund the platform keypair (creating its file if missing) and create the reward mint and the treasury.",
+)
+def localnet(host: str, port: int | None, slot_ms: int | None, finality_lag: int | None, provision: bool) -> None:
+    """Run the local Solana chain (LiteSVM behind JSON-RPC) until Ctrl-C or SIGTERM."""
+    from roadie.chain.localnet import serve
+
+    sys.exit(serve(host=host, port=port, slot_ms=slot_ms, finality_lag=finality_lag, provision=provision))
+
+
 @main.group()
 def keys() -> None:
     """API keys."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,6 +98,41 @@ class Settings(BaseSettings):
     # IPFS pool (issue 3)
 
     # Chain pool and the local chain (issue 4)
+    solana_commitment: Literal["processed", "confirmed", "finalized"] = Field(
+        default="confirmed", description="Commitment the chain client reads at (sends are tracked to finalized)."
+    )
+    solana_rpc_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one Solana RPC request.")
+    solana_rpc_attempts: int = Field(
+        default=4,
+        ge=1,
+        description="Tries of one RPC request on transient errors (timeouts, 429, 5xx) before giving up.",
+    )
+    solana_rpc_backoff_s: float = Field(
+        default=0.25, gt=0, description="First delay between RPC tries; doubles each try, with jitter."
+    )
+    chain_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="How often a chain job polls signature statuses while it waits."
+    )
+    chain_finality_timeout_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="How long a chain job waits for finalized before it is retried later (the journal resumes it).",
+    )
+    reward_mint: str | None = Field(
+        default=None,
+        description="SPL mint of payouts (the treasury is the platform keypair's token account of it). "
+        "Unset: the mint derived from the platform keypair, which `roadie localnet --provision` creates.",
+    )
+    reward_mint_decimals: int = Field(
+        default=6, ge=0, le=18, description="Decimals of the reward mint (transfer_checked refuses a mismatch)."
+    )
+    nft_symbol: str = Field(default="ROADIE", max_length=10, description="Symbol of minted track NFTs.")
+    localnet_slot_ms: int = Field(
+        default=400, ge=0, description="`roadie localnet`: a block every this many ms (0: only on request)."
+    )
+    localnet_finality_lag: int = Field(
+        default=2, ge=0, description="`roadie localnet`: blocks between confirmed and finalized."
+    )
 
     # Indexer pool (issue 4)
 

@@ -1,0 +1,123 @@
+"""The chain client: retries transient RPC failures, reports the rest, and never shows the platform key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.keypair import Keypair
+
+from roadie.chain.client import Chain, RpcRejected, RpcUnavailable, connect
+from roadie.chain.keys import KeypairError, PlatformKeypair, create_keypair_file, load_keypair
+from roadie.logs import configure_logging
+from roadie.settings import Settings, get_settings
+from tests.conftest import free_port
+from tests.fixtures.chain import control
+
+
+def fast_settings(**changes: Any) -> Settings:
+    return get_settings().model_copy(update={"solana_rpc_backoff_s": 0.01, "solana_rpc_attempts": 3, **changes})
+
+
+def run(work: Any) -> Any:
+    return asyncio.run(work)
+
+
+def test_a_keypair_file_is_read_and_its_secret_never_shows_in_reprs_or_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "id.json"
+    created = create_keypair_file(path)
+    secret = json.loads(path.read_text())
+    keypair = load_keypair(path)
+    configure_logging("test")
+
+    logging.getLogger("roadie.test").info(
+        "loaded %s", keypair, extra={"keypair": keypair, "signer": str(keypair), "bytes": secret}
+    )
+
+    logged = capsys.readouterr().err
+    assert keypair.pubkey == created.pubkey
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert str(keypair.pubkey) in logged
+    assert str(keypair.signer) not in logged  # base58 of the 64 secret bytes
+    assert json.dumps(secret)[1:-1] not in logged.replace(" ", "")
+    assert repr(keypair) == f"PlatformKeypair({keypair.pubkey})"
+
+
+def test_derived_keypairs_are_reproducible_and_distinct_per_purpose() -> None:
+    platform = PlatformKeypair(Keypair())
+
+    assert platform.derive("a").pubkey() == platform.derive("a").pubkey()
+    assert platform.derive("a").pubkey() != platform.derive("b").pubkey()
+    assert PlatformKeypair(Keypair()).derive("a").pubkey() != platform.derive("a").pubkey()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "does not exist"), ("[1, 2, 3]", "not a JSON array of 64 bytes"), ("{not json", "not a JSON array")],
+)
+def test_a_bad_keypair_file_is_named_but_its_content_is_not_repeated(
+    tmp_path: Path, content: str | None, reason: str
+) -> None:
+    path = tmp_path / "id.json"
+    if content is not None:
+        path.write_text(content)
+
+    with pytest.raises(KeypairError, match=reason) as error:
+        load_keypair(path)
+
+    assert str(path) in str(error.value)
+    assert error.value.code == "keypair_invalid"
+    assert "[1, 2, 3]" not in str(error.value)
+
+
+@pytest.mark.usefixtures("localnet")
+def test_a_rate_limiting_endpoint_is_retried_with_backoff() -> None:
+    control("roadie_failNext", {"status": 429, "count": 2})
+
+    async def work() -> int:
+        async with connect(fast_settings()) as chain:
+            return await chain.block_height()
+
+    assert run(work()) > 0
+
+
+@pytest.mark.usefixtures("localnet")
+def test_an_endpoint_that_keeps_failing_is_reported_as_unavailable_without_its_url() -> None:
+    control("roadie_failNext", {"status": 503, "count": 3})
+
+    async def work() -> int:
+        async with connect(fast_settings()) as chain:
+            return await chain.block_height()
+
+    with pytest.raises(RpcUnavailable, match="getBlockHeight failed 3 times: HTTP 503") as error:
+        run(work())
+    assert error.value.code == "rpc_unavailable"
+    assert "127.0.0.1" not in str(error.value)
+
+
+def test_an_endpoint_that_is_down_is_retried_then_reported() -> None:
+    async def work() -> int:
+        async with connect(fast_settings(), url=f"http://127.0.0.1:{free_port()}") as chain:
+            return await chain.block_height()
+
+    with pytest.raises(RpcUnavailable, match="connection failed"):
+        run(work())
+
+
+@pytest.mark.usefixtures("localnet")
+def test_an_rpc_error_retrying_cannot_fix_is_not_retried() -> None:
+    async def work() -> Any:
+        chain = Chain(fast_settings())
+        try:
+            return await chain.call("getBlock", lambda client: client.get_block(10**12))
+        finally:
+            await chain.close()
+
+    with pytest.raises(RpcRejected, match="getBlock: RPC error -32004"):
+        run(work())
