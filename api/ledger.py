@@ -207,7 +207,7 @@ async def list_payouts(request: Request) -> JSONResponse:
                     "wallet": p.wallet,
                     "status": p.status,
                     "batch_key": p.batch_key,
-                    "batch_id": p.batch_id,
+                    "batch_id": str(p.batch_id) if p.batch_id else None,
                     "created_at": _iso(p.created_at),
                     "updated_at": _iso(p.updated_at),
                 }

@@ -236,7 +236,8 @@ class Payout(Base):
     amount: Mapped[int] = mapped_column(TokenAmount)
     wallet: Mapped[str] = mapped_column(String(64))
     batch_key: Mapped[str] = mapped_column(String(100), index=True)
-    batch_id: Mapped[str | None] = mapped_column(String(64))
+    # The chain batch paying it (roadie.chain.transfers); its transfer to ``wallet`` in that batch is this payout's.
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("payout_batches.id", ondelete="RESTRICT"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
     transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id", ondelete="RESTRICT"))
     settled_transaction_id: Mapped[int | None] = mapped_column(

@@ -287,7 +287,7 @@ def ledger_check() -> None:
 
 @ledger.command("fund")
 @click.option("--amount", type=click.IntRange(min=1), required=True, help="Base units deposited to the treasury.")
-@click.option("--reference", required=True, help="Unique, e.g. the deposit's transaction signature; once per reference.")
+@click.option("--reference", required=True, help="Unique, e.g. the deposit's signature: recorded once per reference.")
 def ledger_fund(amount: int, reference: str) -> None:
     """Record tokens deposited to the treasury wallet, which funds rewards and interest."""
     from roadie.db import transaction

@@ -138,7 +138,7 @@ def upgrade() -> None:
     sa.Column('amount', sa.Numeric(precision=39, scale=0), nullable=False),
     sa.Column('wallet', sa.String(length=64), nullable=False),
     sa.Column('batch_key', sa.String(length=100), nullable=False),
-    sa.Column('batch_id', sa.String(length=64), nullable=True),
+    sa.Column('batch_id', sa.UUID(), nullable=True),
     sa.Column('status', sa.String(length=16), server_default='pending', nullable=False),
     sa.Column('transaction_id', sa.BigInteger(), nullable=False),
     sa.Column('settled_transaction_id', sa.BigInteger(), nullable=True),
@@ -148,12 +148,14 @@ def upgrade() -> None:
     sa.CheckConstraint("status IN ('pending', 'submitted', 'confirmed', 'finalized', 'failed')", name=op.f('ck_payouts_known_status')),
     sa.CheckConstraint('amount > 0', name=op.f('ck_payouts_amount_positive')),
     sa.ForeignKeyConstraint(['account_id'], ['ledger_accounts.id'], name=op.f('fk_payouts_account_id_ledger_accounts'), ondelete='RESTRICT'),
+    sa.ForeignKeyConstraint(['batch_id'], ['payout_batches.id'], name=op.f('fk_payouts_batch_id_payout_batches'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['settled_transaction_id'], ['ledger_transactions.id'], name=op.f('fk_payouts_settled_transaction_id_ledger_transactions'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['transaction_id'], ['ledger_transactions.id'], name=op.f('fk_payouts_transaction_id_ledger_transactions'), ondelete='RESTRICT'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payouts')),
     sa.UniqueConstraint('account_id', 'period_start', name=op.f('uq_payouts_account_id')),
     sa.UniqueConstraint('settled_transaction_id', name=op.f('uq_payouts_settled_transaction_id'))
     )
+    op.create_index(op.f('ix_payouts_batch_id'), 'payouts', ['batch_id'], unique=False)
     op.create_index(op.f('ix_payouts_batch_key'), 'payouts', ['batch_key'], unique=False)
     op.create_index('ix_payouts_period_start', 'payouts', ['period_start'], unique=False)
     op.create_index('ix_payouts_status', 'payouts', ['status'], unique=False)
@@ -251,6 +253,7 @@ def downgrade() -> None:
     op.drop_index('ix_payouts_status', table_name='payouts')
     op.drop_index('ix_payouts_period_start', table_name='payouts')
     op.drop_index(op.f('ix_payouts_batch_key'), table_name='payouts')
+    op.drop_index(op.f('ix_payouts_batch_id'), table_name='payouts')
     op.drop_table('payouts')
     op.drop_index('ix_ledger_entries_account_id_id', table_name='ledger_entries')
     op.drop_table('ledger_entries')

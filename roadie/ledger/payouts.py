@@ -4,12 +4,15 @@ One payout per account and period (UNIQUE(account_id, period_start)), all of a p
 keyed ``<kind>:<period>``. A balance below ``ledger_min_payout``, or of a user without a Solana wallet, is
 not paid and carries over to a later period. Creating a payout moves its amount from the account to
 ``clearing``; only when the chain transfer is finalized does it move from ``clearing`` to ``external``
-(paid). A failed batch keeps its payouts in ``clearing`` until an admin re-runs it.
+(paid). The batch is paid by :mod:`roadie.chain.transfers` (``chain.transfer_batch``); each payout follows its
+transfer's status (``ledger.follow_payouts``). A failed batch keeps its payouts in ``clearing`` until an admin
+re-runs the batch's job.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from models.ledger import PAYOUT_STATUSES, LedgerRun
+from roadie.jobs.errors import PermanentError
 from roadie.ledger.books import open_transaction, period_key, system_account
 from roadie.settings import Settings
 
@@ -88,32 +92,43 @@ def create(session: Session, run: LedgerRun, settings: Settings) -> dict[str, An
         session.execute(text("DELETE FROM ledger_transactions WHERE id = :tx"), {"tx": tx})
         return {"payouts": 0, "paid_out": 0}
     transfers = session.execute(
-        text("SELECT id, wallet, amount FROM payouts WHERE batch_key = :key ORDER BY id"), {"key": batch_key}
+        text("SELECT wallet, amount FROM payouts WHERE batch_key = :key ORDER BY id"), {"key": batch_key}
     ).all()
-    batch_id = hand_to_chain(session, batch_key, [(row.id, row.wallet, int(row.amount)) for row in transfers])
-    if batch_id is not None:
-        session.execute(
-            text("UPDATE payouts SET batch_id = :batch WHERE batch_key = :key"), {"batch": batch_id, "key": batch_key}
-        )
+    batch_id = hand_to_chain(session, batch_key, [(wallet, int(amount)) for wallet, amount in transfers])
+    session.execute(
+        text("UPDATE payouts SET batch_id = :batch WHERE batch_key = :key"), {"batch": batch_id, "key": batch_key}
+    )
     return {"payouts": int(count), "paid_out": int(amount)}
 
 
-def hand_to_chain(session: Session, batch_key: str, transfers: list[tuple[int, str, int]]) -> str | None:
-    """SEAM to the chain branch (issue 4): record the batch and enqueue ``chain.transfer_batch``.
+def hand_to_chain(session: Session, batch_key: str, transfers: list[tuple[str, int]]) -> uuid.UUID:
+    """Record the period's chain batch and its ``chain.transfer_batch`` job in this transaction.
 
-    ``roadie.chain.transfers`` records a payout batch under ``batch_key`` with one transfer per
-    (payout id, wallet, amount) inside this transaction and returns its id. Until that branch is merged the
-    payouts stay ``pending`` without a batch: nothing is sent, and nothing counts as paid.
+    :func:`roadie.chain.transfers.create_batch` adds up amounts to one wallet and returns the existing
+    batch when called again with the key, so a payout's transfer is the batch's transfer to its wallet.
     """
-    return None
+    from roadie.chain.transfers import create_batch
+
+    try:
+        return create_batch(session, batch_key, transfers)
+    except ValueError as exc:  # a malformed or off-curve wallet: the period waits until it is fixed
+        raise PermanentError(f"payout batch {batch_key}: {exc}", code="invalid_payout_wallet") from exc
+
+
+#: A payout's status is its transfer's; a failed batch (it can be re-run) shows as failed until it moves on.
+CHAIN_STATUSES = """
+SELECT p.id,
+       CASE WHEN b.status = 'failed' AND t.status IN ('pending', 'failed') THEN 'failed' ELSE t.status END
+FROM payouts AS p
+JOIN payout_batches AS b ON b.id = p.batch_id
+JOIN payout_transfers AS t ON t.batch_id = p.batch_id AND t.recipient_wallet = p.wallet
+WHERE p.status <> 'finalized'
+"""
 
 
 def chain_statuses(session: Session) -> dict[int, str]:
-    """SEAM to the chain branch (issue 4): the chain status of every unsettled payout's transfer.
-
-    Empty until ``roadie.chain.transfers`` is merged; no payout changes status without the chain.
-    """
-    return {}
+    """The chain status of every payout not yet finalized (the indexer and the batch job keep them current)."""
+    return {int(payout): status for payout, status in session.execute(text(CHAIN_STATUSES))}
 
 
 def follow_chain(session: Session) -> dict[str, int]:
