@@ -31,6 +31,8 @@ lint: install
 bench: install
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.accrual
+	$(BIN)/python -m bench.staking
 
 clean:
 	rm -rf $(VENV) .roadie .pytest_cache .mypy_cache .ruff_cache

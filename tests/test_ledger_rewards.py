@@ -170,9 +170,7 @@ def test_the_sql_allocation_is_the_reference_rule(claims: dict[uuid.UUID, int], 
                 {"u": list(claims), "c": list(claims.values())},
             )
         allocate(session, budget, cap)
-        got: dict[uuid.UUID, int] = dict(
-            session.execute(text("SELECT user_id, amount FROM reward_allocations")).tuples().all()
-        )
+        got: dict[uuid.UUID, int] = dict(session.execute(text("SELECT user_id, amount FROM reward_allocations")).all())
         session.rollback()
     expected = money.capped_pro_rata(budget, claims, cap)
     assert {user: int(amount) for user, amount in got.items() if amount} == {u: a for u, a in expected.items() if a}

@@ -75,9 +75,7 @@ def record_plays(
         session.execute(
             text("SELECT id, duration_ms FROM tracks WHERE id = ANY(:ids)"),
             {"ids": list({event.track_id for _, event in valid})},
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     listeners = set(
         session.scalars(
