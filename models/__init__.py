@@ -2,6 +2,17 @@
 
 from models.base import Base
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
+from models.ledger import (
+    LedgerAccount,
+    LedgerEntry,
+    LedgerRun,
+    LedgerTransaction,
+    Payout,
+    Play,
+    Sale,
+    SaleCreator,
+    StakingPayout,
+)
 from models.music import (
     ChainTransaction,
     Nft,
@@ -28,12 +39,21 @@ __all__ = [
     "JobAttempt",
     "JobEvent",
     "JobStatus",
+    "LedgerAccount",
+    "LedgerEntry",
+    "LedgerRun",
+    "LedgerTransaction",
     "Nft",
     "NftCollection",
     "NftMetadata",
     "OutboxMessage",
+    "Payout",
     "PayoutBatch",
     "PayoutTransfer",
+    "Play",
+    "Sale",
+    "SaleCreator",
+    "StakingPayout",
     "StakingPosition",
     "TokenBalance",
     "Track",

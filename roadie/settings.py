@@ -155,6 +155,61 @@ class Settings(BaseSettings):
     # Indexer pool (issue 4)
 
     # Ledger pool: rewards, staking, royalties (issue 5)
+    ledger_min_listen_ms: int = Field(
+        default=30_000, ge=1, description="A play counts from this many ms listened, or from half of a shorter track."
+    )
+    ledger_daily_plays_per_listener: int = Field(
+        default=200, ge=1, description="Plays a day (UTC) for which one listener is rewarded."
+    )
+    ledger_daily_plays_per_track: int = Field(
+        default=20, ge=1, description="Plays a day (UTC) of one track for which one listener is rewarded."
+    )
+    ledger_listener_rate: int = Field(
+        default=1_000_000, ge=0, description="Base units a listener earns per counted play, before pro-rata scaling."
+    )
+    ledger_artist_rate: int = Field(
+        default=500_000, ge=0, description="Base units a track's artist earns per counted play, before scaling."
+    )
+    ledger_reward_budget: int = Field(
+        default=1_000_000_000_000, ge=0, description="Base units the treasury gives per rewards period at most."
+    )
+    ledger_reward_user_cap: int = Field(
+        default=50_000_000_000, ge=1, description="Base units one user can earn per rewards period at most."
+    )
+    ledger_reward_period_s: int = Field(default=3600, ge=60, le=86_400, description="Length of a rewards period.")
+    ledger_royalty_period_s: int = Field(default=86_400, ge=60, le=86_400, description="Length of a royalty period.")
+    ledger_staking_period_s: int = Field(default=86_400, ge=60, le=86_400, description="Length of a staking period.")
+    ledger_play_max_age_s: int = Field(
+        default=7 * 86_400, ge=60, description="Plays that started longer ago than this are refused."
+    )
+    ledger_play_max_skew_s: int = Field(
+        default=300, ge=0, description="Plays may start at most this far in the future (client clock skew)."
+    )
+    ledger_play_overrun_ms: int = Field(
+        default=10_000, ge=0, description="A play may report at most this much more than the track's duration."
+    )
+    ledger_staking_max_rate_bps: int = Field(
+        default=5_000, ge=1, le=100_000, description="Highest staking rate in basis points a position may have."
+    )
+    ledger_early_unstake_penalty_bps: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Share of the principal an unstake inside the lock returns to the treasury.",
+    )
+    ledger_min_payout: int = Field(
+        default=1_000_000, ge=1, description="Smaller balances are not paid out but carried to a later period."
+    )
+    ledger_max_catchup_periods: int = Field(
+        default=1000, ge=1, description="Periods one catch-up job runs at most; the next beat continues."
+    )
+    schedule_ledger_rewards: str = Field(default="1 * * * *", description="Beat: accrue and pay listening rewards.")
+    schedule_ledger_royalties: str = Field(default="5 0 * * *", description="Beat: distribute and pay royalties.")
+    schedule_ledger_staking: str = Field(default="0 0 * * *", description="Beat: pay staking interest.")
+    schedule_ledger_payout_status: str = Field(
+        default="every 30s", description="Beat: payouts follow their chain batch's status."
+    )
+    schedule_ledger_check: str = Field(default="30 0 * * *", description="Beat: the ledger's invariant check.")
 
     @property
     def embedded_database(self) -> bool:
