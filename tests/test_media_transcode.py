@@ -10,7 +10,7 @@ import pytest
 from roadie import blobs
 from roadie.jobs.errors import PermanentError
 from roadie.media import ffmpeg, transcode
-from tests.fixtures.media import AudioFiles
+from tests.fixtures.media import BAD_SOURCES, AudioFiles
 
 Run = Callable[..., transcode.Transcoded]
 
@@ -116,15 +116,7 @@ def test_the_same_source_gives_the_same_bytes(audio: AudioFiles, run: Run) -> No
     assert first == second
 
 
-@pytest.mark.parametrize(
-    ("make", "code"),
-    [
-        (lambda audio: audio.truncated_mp3(), "source_truncated"),
-        (lambda audio: audio.corrupt_flac(), "undecodable_audio"),
-        (lambda audio: audio.silence(), "silent_audio"),
-    ],
-    ids=["truncated-mp3", "corrupt-flac", "silence"],
-)
+@pytest.mark.parametrize(("make", "code"), BAD_SOURCES)
 def test_bad_sources_fail_with_a_clear_code(
     audio: AudioFiles, run: Run, make: Callable[[AudioFiles], Path], code: str
 ) -> None:
