@@ -32,7 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from models.base import Base, TokenAmount, created_at, updated_at, uuid_pk
 
 TRACK_STATUSES = ("ingesting", "ready", "failed")
-TRACK_FILE_KINDS = ("source", "mp3_320", "mp3_128", "opus_96", "preview", "cover", "metadata")
+TRACK_FILE_KINDS = ("source", "mp3_320", "mp3_128", "opus_96", "preview", "cover", "metadata", "waveform")
 PIN_STATES = ("pending", "pinned", "unpinned", "failed")
 NFT_STATUSES = ("pending", "submitted", "confirmed", "finalized", "failed")
 TX_KINDS = ("mint", "transfer", "sale", "stake", "unstake", "payout")

@@ -112,6 +112,22 @@ class Settings(BaseSettings):
     ffprobe_path: str = Field(default="ffprobe", description="The ffprobe binary (a name on PATH or a path).")
 
     # IPFS pool (issue 3)
+    ipfs_timeout_s: float = Field(
+        default=60.0, gt=0, description="Timeout of every call to the IPFS node's RPC API (connecting, each read)."
+    )
+    ipfs_call_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Tries of one IPFS call on a connection error or timeout; then the job is retried later.",
+    )
+    nft_symbol: str = Field(
+        default="ROADIE", min_length=1, max_length=10, description="Symbol in NFT metadata (Metaplex: ≤ 10 chars)."
+    )
+    nft_external_url_base: str = Field(
+        default="https://roadie.example/tracks",
+        pattern=r"^https?://",
+        description="A track's NFT metadata `external_url` is this base, a slash and the track id.",
+    )
 
     # Chain pool and the local chain (issue 4)
 

@@ -21,6 +21,7 @@ import httpx
 
 from roadie.embedded import EmbeddedPostgres, EmbeddedRedis
 from roadie.flower import authentication_configured
+from roadie.ipfs.node import LocalIpfsNode, answers
 from roadie.processes import ProcessGroup
 from roadie.settings import Settings, get_settings
 
@@ -100,7 +101,7 @@ class Platform:
     settings: Settings
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     processes: dict[str, ProcessGroup] = field(default_factory=dict)
-    embedded: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
+    embedded: list[EmbeddedPostgres | EmbeddedRedis | LocalIpfsNode] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -119,6 +120,12 @@ class Platform:
             self.embedded.append(broker)
             self.env["ROADIE_BROKER_URL"] = broker.start()
             print(f"embedded Redis on 127.0.0.1:{broker.port} (data in {broker.data_dir})")
+        ipfs_addr = self.settings.ipfs_api_addr
+        if ipfs_addr == Settings.model_fields["ipfs_api_addr"].default and not answers(ipfs_addr):
+            ipfs = LocalIpfsNode.serving(ipfs_addr, home / "ipfs" / "repo")
+            self.embedded.append(ipfs)
+            ipfs.start()
+            print(f"embedded IPFS node (js-ipfs) at {ipfs_addr} (repo in {ipfs.repo})")
 
     def migrate(self) -> None:
         subprocess.run(
