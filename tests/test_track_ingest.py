@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -18,13 +19,14 @@ from models.music import Track, TrackFile
 from models.platform import JobAttempt
 from roadie import blobs
 from roadie.db import transaction
+from roadie.ipfs.client import IpfsNode
 from roadie.jobs.types import job_types
 from roadie.processes import ProcessGroup
 from tests.conftest import ROOT
 from tests.fixtures.media import BAD_SOURCES, AudioFiles, post_track
 from tests.helpers import wait_for_job
 
-pytestmark = pytest.mark.usefixtures("worker")
+pytestmark = pytest.mark.usefixtures("worker", "ipfs_node")
 RENDITIONS = {"mp3_320", "mp3_128", "opus_96", "preview"}
 
 
@@ -51,15 +53,16 @@ def _stages(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {stage["name"]: stage for stage in job["result"]["stages"]}
 
 
-def test_an_uploaded_track_ends_ready_with_renditions_loudness_tempo_key_and_waveform(
-    uploader: httpx.Client, audio: AudioFiles
+def test_an_uploaded_track_ends_ready_with_renditions_loudness_tempo_key_waveform_and_pinned_metadata(
+    uploader: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode
 ) -> None:
     job = ingest(uploader, audio.song("ingest-120.flac", 30, bpm=120, key="C major"), cover=audio.png(), mint=True)
 
     assert job["status"] == "succeeded", job
     assert job["progress"]["percent"] == 100
     stages = _stages(job)
-    assert (stages["transcode"]["status"], stages["analysis"]["status"]) == ("succeeded", "succeeded")
+    for name in ("transcode", "analysis", "pin_track", "pin_metadata"):
+        assert stages[name]["status"] == "succeeded", stages[name]
     if "nft.mint" not in job_types():
         assert stages["mint"] == {
             "name": "mint",
@@ -91,8 +94,18 @@ def test_an_uploaded_track_ends_ready_with_renditions_loudness_tempo_key_and_wav
     for kind in RENDITIONS:
         stored = blobs.blob_path(str(files[kind].storage_key))
         assert stored.stat().st_size == files[kind].size_bytes
-        assert files[kind].sha256 is not None
         assert files[kind].mime_type in ("audio/mpeg", "audio/ogg")
+    for kind in (*RENDITIONS, "cover", "metadata"):
+        assert files[kind].pin_state == "pinned", kind
+        assert ipfs_node.is_pinned(str(files[kind].cid))
+    assert files["source"].pin_state == "unpinned"  # the master is not published
+    metadata = json.loads(ipfs_node.cat(str(files["metadata"].cid)))
+    assert stages["pin_metadata"]["result"]["cid"] == files["metadata"].cid
+    assert metadata["properties"]["category"] == "audio"
+    assert metadata["animation_url"].startswith(f"ipfs://{files['mp3_320'].cid}")
+    assert metadata["image"].startswith(f"ipfs://{files['cover'].cid}")
+    traits = {a["trait_type"]: a["value"] for a in metadata["attributes"]}
+    assert "C major" in traits.values()
 
 
 def test_the_parent_hands_its_worker_back_between_stages(uploader: httpx.Client, audio: AudioFiles) -> None:
@@ -126,6 +139,7 @@ def test_bad_audio_fails_the_ingest_at_its_stage_and_leaves_no_renditions(
     track, files = _track(job["result"]["track_id"])
     assert track.status == "failed"
     assert set(files) == {"source"}  # no half-made renditions, nothing to pin
+    assert files["source"].cid is None
     assert list((blob_dir / blobs.TMP_DIR).iterdir()) == []
 
 
