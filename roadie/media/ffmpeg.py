@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -151,6 +152,46 @@ class Run:
         self._stderr.close()
 
 
+class Runs:
+    """The ffmpeg processes of one piece of work, started from any thread and stopped together.
+
+    Once stopped, nothing new starts: a thread about to start ffmpeg for a failed job raises instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started: list[Run] = []
+        self._stopped = False
+
+    def start(self, args: Sequence[str], *, stdout_data: bool = False, loglevel: str = "error") -> Run:
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("this work was stopped")
+            process = Run(args, stdout_data=stdout_data, loglevel=loglevel)
+            self._started.append(process)
+            return process
+
+    def run(
+        self,
+        args: Sequence[str],
+        what: str,
+        on_progress: ProgressCallback | None = None,
+        *,
+        loglevel: str = "error",
+        error: type[PermanentError] = UndecodableError,
+    ) -> tuple[float, str]:
+        """Run ffmpeg to the end; returns the written length in seconds and its stderr."""
+        with self.start(args, loglevel=loglevel) as process:
+            process.follow(on_progress)
+            return process.out_time_s, process.finish(what, error)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for process in self._started:
+                process.stop()
+
+
 def run(
     args: Sequence[str],
     what: str,
@@ -159,10 +200,8 @@ def run(
     loglevel: str = "error",
     error: type[PermanentError] = UndecodableError,
 ) -> tuple[float, str]:
-    """Run ffmpeg to the end; returns the written length in seconds and its stderr."""
-    with Run(args, loglevel=loglevel) as process:
-        process.follow(on_progress)
-        return process.out_time_s, process.finish(what, error)
+    """Run one ffmpeg to the end; returns the written length in seconds and its stderr."""
+    return Runs().run(args, what, on_progress, loglevel=loglevel, error=error)
 
 
 class BadOutputError(PermanentError):
@@ -171,8 +210,8 @@ class BadOutputError(PermanentError):
     code = "output_invalid"
 
 
-def decoded_seconds(path: Path) -> float:
+def decoded_seconds(path: Path, runs: Runs | None = None) -> float:
     """Decode a whole file and return its length: the check that an output plays to the end."""
     args = ["-xerror", "-i", str(path), "-map", "0:a:0", "-f", "null", "-"]
-    seconds, _ = run(args, f"decoding {path.name} back", error=BadOutputError)
+    seconds, _ = (runs or Runs()).run(args, f"decoding {path.name} back", error=BadOutputError)
     return seconds

@@ -1,9 +1,11 @@
 """Renditions of an uploaded track: MP3 320k and 128k, Opus 96k, a faded preview, and its loudness.
 
-One ffmpeg process decodes the source once and encodes every full-length rendition; a second one,
-beside it, measures loudness (EBU R128 with true peak) and the decoded length. pydub makes the
-preview's fades on a 30-second cut. Every output is decoded back and must last as long as the source
-(within ``DURATION_TOLERANCE_S``). The caller gives a scratch directory and removes it.
+At most two ffmpeg processes run at a time (a media worker has two cores): first the loudness
+measurement (EBU R128 with true peak, and the decoded length), which rejects silent, cut-off or
+too-long audio early, beside the MP3 320k encode; then MP3 128k and Opus 96k from one more process
+(one decode, two encoders); pydub makes the preview's fades on a 30-second cut. Every output is
+decoded back and must last as long as the source (within ``DURATION_TOLERANCE_S``). A failure or a
+cancellation stops every ffmpeg of the job. The caller gives a scratch directory and removes it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import io
 import math
 import re
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,8 @@ RENDITIONS = (
     Spec("opus_96", "opus", "audio/ogg", ("-c:a", "libopus", "-b:a", "96k")),
 )
 PREVIEW = Spec("preview", "mp3", "audio/mpeg", ("-c:a", "libmp3lame", "-b:a", "128k"))
+#: One ffmpeg process per group; the groups cost about the same CPU, so two cores finish together.
+ENCODE_GROUPS = (("mp3_320",), ("mp3_128", "opus_96"))
 
 
 class TooLongError(PermanentError):
@@ -116,10 +119,12 @@ def _channel_args(source: Probe) -> list[str]:
     return ["-ac", "2"] if source.channels > 2 else []
 
 
-def _encode_args(source_path: Path, source: Probe, work: Path) -> tuple[list[str], list[Output]]:
+def _encode_args(
+    source_path: Path, source: Probe, work: Path, kinds: tuple[str, ...]
+) -> tuple[list[str], list[Output]]:
     args = ["-xerror", "-i", str(source_path)]
     planned = []
-    for spec in RENDITIONS:
+    for spec in (spec for spec in RENDITIONS if spec.kind in kinds):
         path = work / f"{spec.kind}.{spec.extension}"
         args += ["-map", "0:a:0", "-vn", "-map_metadata", "-1", *_channel_args(source), *spec.codec_args]
         args += [*BITEXACT, str(path)]
@@ -127,10 +132,12 @@ def _encode_args(source_path: Path, source: Probe, work: Path) -> tuple[list[str
     return args, planned
 
 
-def _make_preview(source_path: Path, source: Probe, work: Path, start_s: float, length_s: float) -> Path:
+def _make_preview(
+    runs: ffmpeg.Runs, source_path: Path, source: Probe, work: Path, start_s: float, length_s: float
+) -> Path:
     """Cut the window with input seeking (ffmpeg decodes only that), fade it with pydub, encode it."""
     cut_args = ["-ss", f"{start_s:.3f}", "-t", f"{length_s:.3f}", "-i", str(source_path), "-map", "0:a:0", "-vn"]
-    with ffmpeg.Run(
+    with runs.start(
         [*cut_args, *_channel_args(source), "-c:a", "pcm_s16le", "-f", "wav", "pipe:1"], stdout_data=True
     ) as cut:
         wav = cut.stdout.read()
@@ -141,7 +148,7 @@ def _make_preview(source_path: Path, source: Probe, work: Path, start_s: float, 
     faded = clip.fade_in(min(FADE_IN_MS, len(clip) // 3)).fade_out(fade_out)
     wav_path, path = work / "preview.wav", work / f"preview.{PREVIEW.extension}"
     faded.export(wav_path, format="wav")  # pydub writes a plain WAV itself: no temporary files of its own
-    ffmpeg.run(
+    runs.run(
         ["-i", str(wav_path), "-map_metadata", "-1", *PREVIEW.codec_args, *BITEXACT, str(path)], "encoding the preview"
     )
     wav_path.unlink()
@@ -162,42 +169,48 @@ def transcode(
 ) -> Transcoded:
     """Make every rendition of ``source_path`` in ``work`` and measure its loudness."""
     expected = source.duration_s or 0.0
-    encode_args, planned = _encode_args(source_path, source, work)
+    plans = [_encode_args(source_path, source, work, kinds) for kinds in ENCODE_GROUPS]
     measure_args = ["-xerror", "-i", str(source_path), "-map", "0:a:0", "-vn"]
     measure_args += ["-af", "ebur128=peak=true:framelog=verbose", "-f", "null", "-"]
-    # The ebur128 summary is an info line, hence the measuring process's log level.
-    with ffmpeg.Run(encode_args) as encode, ffmpeg.Run(measure_args, loglevel="info") as measure:
-        reader = threading.Thread(target=measure.follow, name="ebur128-progress", daemon=True)
-        reader.start()
+    runs = ffmpeg.Runs()
+
+    def report(seconds: float) -> None:
+        on_progress(_percent(seconds, expected, 0, 80), "encoding")
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ffmpeg") as pool:
         try:
-            encode.follow(lambda seconds: on_progress(_percent(seconds, expected, 0, 80), "encoding"))
-            encode.finish("encoding the renditions")
+            # The ebur128 summary is an info line, hence the measuring process's log level.
+            measuring = pool.submit(runs.run, measure_args, "measuring loudness", loglevel="info")
+            encodes = [
+                pool.submit(runs.run, args, "encoding the renditions", report if number == 0 else None)
+                for number, (args, _) in enumerate(plans)
+            ]
+            duration, stderr = measuring.result()
+            _check_length(duration, source, max_duration_s)
+            loudness = _loudness(stderr, target_lufs, ceiling_dbtp)
+            start, length = preview_window(duration, preview_start_s, preview_length_s)
+            preview = pool.submit(_make_preview, runs, source_path, source, work, start, length)
+            for encode in encodes:
+                encode.result()
+            outputs = [output for _, planned in plans for output in planned]
+            outputs.append(Output(PREVIEW, preview.result(), 0.0))
+            on_progress(85, "verifying")
+            verified = _verify(pool, runs, outputs, duration, length)
         except BaseException:
-            measure.stop()  # a failed or cancelled encode ends the measurement too
+            runs.stop()  # a failure, a cancellation or the time limit ends every ffmpeg of this job
             raise
-        finally:
-            reader.join()
-        stderr = measure.finish("measuring loudness")
-    duration = measure.out_time_s
-    _check_length(duration, source, max_duration_s)
+    return Transcoded(duration, loudness, start, length, verified)
+
+
+def _loudness(stderr: str, target_lufs: float, ceiling_dbtp: float) -> Loudness:
     integrated, true_peak, range_lu = parse_ebur128(stderr)
     if integrated <= SILENCE_LUFS or math.isinf(true_peak):
         raise PermanentError(
             f"the audio is silent (integrated loudness {integrated} LUFS): there is nothing to publish",
             code="silent_audio",
         )
-    loudness = Loudness(
-        integrated_lufs=integrated,
-        true_peak_dbtp=true_peak,
-        range_lu=range_lu,
-        gain_db=normalisation_gain(integrated, true_peak, target=target_lufs, ceiling=ceiling_dbtp),
-    )
-    on_progress(80, "preview")
-    start, length = preview_window(duration, preview_start_s, preview_length_s)
-    preview = _make_preview(source_path, source, work, start, length)
-    on_progress(85, "verifying")
-    outputs = _verify([*planned, Output(PREVIEW, preview, 0.0)], duration, length)
-    return Transcoded(duration, loudness, start, length, outputs)
+    gain = normalisation_gain(integrated, true_peak, target=target_lufs, ceiling=ceiling_dbtp)
+    return Loudness(integrated_lufs=integrated, true_peak_dbtp=true_peak, range_lu=range_lu, gain_db=gain)
 
 
 def _percent(seconds: float, total: float, low: int, high: int) -> int:
@@ -217,10 +230,11 @@ def _check_length(duration: float, source: Probe, max_duration_s: float) -> None
         )
 
 
-def _verify(outputs: list[Output], duration: float, preview_length: float) -> list[Output]:
+def _verify(
+    pool: Executor, runs: ffmpeg.Runs, outputs: list[Output], duration: float, preview_length: float
+) -> list[Output]:
     """Decode every output back, two at a time; each must last as long as it should."""
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
-        seconds = list(pool.map(lambda output: ffmpeg.decoded_seconds(output.path), outputs))
+    seconds = list(pool.map(lambda output: ffmpeg.decoded_seconds(output.path, runs), outputs))
     verified = []
     for output, decoded in zip(outputs, seconds, strict=True):
         wanted = preview_length if output.spec is PREVIEW else duration
