@@ -1,11 +1,12 @@
 """Renditions of an uploaded track: MP3 320k and 128k, Opus 96k, a faded preview, and its loudness.
 
-At most two ffmpeg processes run at a time (a media worker has two cores): first the loudness
-measurement (EBU R128 with true peak, and the decoded length), which rejects silent, cut-off or
-too-long audio early, beside the MP3 320k encode; then MP3 128k and Opus 96k from one more process
-(one decode, two encoders); pydub makes the preview's fades on a 30-second cut. Every output is
-decoded back and must last as long as the source (within ``DURATION_TOLERANCE_S``). A failure or a
-cancellation stops every ffmpeg of the job. The caller gives a scratch directory and removes it.
+At most two ffmpeg processes run at a time (a media worker has two cores). One encodes MP3 320k and
+128k (one decode, two encoders) from the start; beside it, the loudness measurement (EBU R128 with
+true peak, and the decoded length) rejects silent, cut-off or too-long audio early, then the Opus
+encode and the preview (pydub fades a 30-second cut) follow on the same core. Each output is
+decoded back as soon as it is made and must last as long as the source (within
+``DURATION_TOLERANCE_S``). A failure, a cancellation or the time limit stops every ffmpeg of the
+job. The caller gives a scratch directory and removes it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import io
 import math
 import re
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,9 @@ RENDITIONS = (
     Spec("opus_96", "opus", "audio/ogg", ("-c:a", "libopus", "-b:a", "96k")),
 )
 PREVIEW = Spec("preview", "mp3", "audio/mpeg", ("-c:a", "libmp3lame", "-b:a", "128k"))
-#: One ffmpeg process per group; the groups cost about the same CPU, so two cores finish together.
-ENCODE_GROUPS = (("mp3_320",), ("mp3_128", "opus_96"))
+#: One ffmpeg process per group (one decode, its encoders). The first runs from the start; the second
+#: after the loudness measurement, on the other core; both take about as long.
+ENCODE_GROUPS = (("mp3_320", "mp3_128"), ("opus_96",))
 
 
 class TooLongError(PermanentError):
@@ -175,31 +177,33 @@ def transcode(
     runs = ffmpeg.Runs()
 
     def report(seconds: float) -> None:
-        on_progress(_percent(seconds, expected, 0, 80), "encoding")
+        on_progress(_percent(seconds, expected, 0, 85), "encoding")
+
+    def encode(args: list[str], planned: list[Output], progress: ffmpeg.ProgressCallback | None) -> list[Output]:
+        runs.run(args, "encoding the renditions", progress)
+        return _decode_back(runs, planned)  # while the other group still encodes
+
+    def preview(start: float, length: float) -> list[Output]:
+        return _decode_back(runs, [Output(PREVIEW, _make_preview(runs, source_path, source, work, start, length), 0)])
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ffmpeg") as pool:
         try:
+            encodes = [pool.submit(encode, *plans[0], report)]
             # The ebur128 summary is an info line, hence the measuring process's log level.
-            measuring = pool.submit(runs.run, measure_args, "measuring loudness", loglevel="info")
-            encodes = [
-                pool.submit(runs.run, args, "encoding the renditions", report if number == 0 else None)
-                for number, (args, _) in enumerate(plans)
-            ]
-            duration, stderr = measuring.result()
+            duration, stderr = pool.submit(runs.run, measure_args, "measuring loudness", loglevel="info").result()
             _check_length(duration, source, max_duration_s)
             loudness = _loudness(stderr, target_lufs, ceiling_dbtp)
+            encodes += [pool.submit(encode, *plan, None) for plan in plans[1:]]
             start, length = preview_window(duration, preview_start_s, preview_length_s)
-            preview = pool.submit(_make_preview, runs, source_path, source, work, start, length)
-            for encode in encodes:
-                encode.result()
-            outputs = [output for _, planned in plans for output in planned]
-            outputs.append(Output(PREVIEW, preview.result(), 0.0))
-            on_progress(85, "verifying")
-            verified = _verify(pool, runs, outputs, duration, length)
+            encodes.append(pool.submit(preview, start, length))
+            outputs = [output for done in encodes for output in done.result()]
         except BaseException:
             runs.stop()  # a failure, a cancellation or the time limit ends every ffmpeg of this job
             raise
-    return Transcoded(duration, loudness, start, length, verified)
+    on_progress(90, "verifying")
+    for output in outputs:
+        _check_decoded(output, length if output.spec is PREVIEW else duration)
+    return Transcoded(duration, loudness, start, length, outputs)
 
 
 def _loudness(stderr: str, target_lufs: float, ceiling_dbtp: float) -> Loudness:
@@ -230,18 +234,14 @@ def _check_length(duration: float, source: Probe, max_duration_s: float) -> None
         )
 
 
-def _verify(
-    pool: Executor, runs: ffmpeg.Runs, outputs: list[Output], duration: float, preview_length: float
-) -> list[Output]:
-    """Decode every output back, two at a time; each must last as long as it should."""
-    seconds = list(pool.map(lambda output: ffmpeg.decoded_seconds(output.path, runs), outputs))
-    verified = []
-    for output, decoded in zip(outputs, seconds, strict=True):
-        wanted = preview_length if output.spec is PREVIEW else duration
-        if abs(decoded - wanted) > DURATION_TOLERANCE_S:
-            raise ffmpeg.BadOutputError(
-                f"{output.spec.kind} decodes to {decoded:.3f} s instead of {wanted:.3f} s "
-                f"(tolerance {DURATION_TOLERANCE_S * 1000:.0f} ms)"
-            )
-        verified.append(Output(output.spec, output.path, decoded))
-    return verified
+def _decode_back(runs: ffmpeg.Runs, outputs: list[Output]) -> list[Output]:
+    """Each output with the length it decodes to: the proof that it plays to its end."""
+    return [Output(output.spec, output.path, ffmpeg.decoded_seconds(output.path, runs)) for output in outputs]
+
+
+def _check_decoded(output: Output, wanted: float) -> None:
+    if abs(output.seconds - wanted) > DURATION_TOLERANCE_S:
+        raise ffmpeg.BadOutputError(
+            f"{output.spec.kind} decodes to {output.seconds:.3f} s instead of {wanted:.3f} s "
+            f"(tolerance {DURATION_TOLERANCE_S * 1000:.0f} ms)"
+        )
