@@ -152,6 +152,13 @@ def test_an_isrc_already_used_is_a_conflict(uploader: httpx.Client, audio: Audio
             "metadata.artist_wallet",
         ),
         (lambda a: {"audio": a.song("upload.wav"), "isrc": "123"}, 422, "validation_error", "metadata.isrc"),
+        (lambda a: {"audio": a.song("upload.wav"), "isrc": "ÉÉRC17607839"}, 422, "validation_error", "metadata.isrc"),
+        (
+            lambda a: {"audio": a.song("upload.wav"), "preview_start_s": 1e300},
+            422,
+            "validation_error",
+            "metadata.preview_start_s",
+        ),
         (lambda a: {"audio": a.song("upload.wav"), "title": ""}, 422, "validation_error", "metadata.title"),
         (lambda a: {"audio": a.song("upload.wav"), "title": "a\u0000b"}, 422, "validation_error", "metadata.title"),
         (
@@ -172,6 +179,8 @@ def test_an_isrc_already_used_is_a_conflict(uploader: httpx.Client, audio: Audio
         "no-audio",
         "bad-wallet",
         "bad-isrc",
+        "non-ascii-isrc",
+        "absurd-preview-start",
         "empty-title",
         "nul-in-title",
         "preview-after-the-end",

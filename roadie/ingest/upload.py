@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Annotated
@@ -29,6 +30,7 @@ from roadie.jobs.intake import IntakeError, Submission
 from roadie.jobs.types import job_types
 from roadie.media.ffmpeg import Probe
 
+ISRC = re.compile(r"[A-Z]{2}[A-Z0-9]{3}[0-9]{7}")  # the same pattern as the tracks table's check
 Text = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^\x00]*$")]
 
 
@@ -43,7 +45,11 @@ class TrackFields(BaseModel):
     description: Annotated[Text, StringConstraints(max_length=5000)] | None = None
     isrc: str | None = Field(default=None, description="International Standard Recording Code, e.g. USRC17607839.")
     preview_start_s: float | None = Field(
-        default=None, ge=0, allow_inf_nan=False, description="Start of the preview; default a third of the way in."
+        default=None,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Start of the preview in seconds; default a third of the way in.",
     )
     mint: bool = Field(default=False, description="Mint the track's NFT to the artist's wallet once ingested.")
 
@@ -63,7 +69,7 @@ class TrackFields(BaseModel):
         if value is None:
             return None
         code = value.replace("-", "").strip().upper()
-        if len(code) != 12 or not (code[:2].isalpha() and code[2:5].isalnum() and code[5:].isdigit()):
+        if not ISRC.fullmatch(code):
             raise ValueError("an ISRC is CC-XXX-YY-NNNNN: 2 letters, 3 letters or digits, 7 digits")
         return code
 
