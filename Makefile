@@ -41,6 +41,8 @@ bench: install ipfs-node
 	$(BIN)/python -m bench.ipfs_pin
 	$(BIN)/python -m bench.accrual
 	$(BIN)/python -m bench.staking
+	$(BIN)/python -m bench.transcode
+	$(BIN)/python -m bench.analysis
 
 clean:
 	rm -rf $(VENV) .roadie .pytest_cache .mypy_cache .ruff_cache

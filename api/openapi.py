@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from api.admin import RetryMany, RetryOne
 from api.jobs import JobRequest
+from roadie.ingest.upload import TrackFields
 from roadie.jobs.types import job_types
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -151,6 +152,45 @@ def openapi_spec() -> dict[str, Any]:
                     "summary": "Cancel a job (scope jobs:write)",
                     "parameters": [job_id],
                     "responses": {"202": _json(job, "Cancelled or asked to stop"), **errors},
+                }
+            },
+            "/v1/tracks": {
+                "post": {
+                    "summary": "Upload a track; 202 with its track.ingest job (scope tracks:write)",
+                    "parameters": [
+                        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["audio", "metadata"],
+                                    "properties": {
+                                        "audio": {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": "MP3, FLAC, WAV, Ogg, M4A, AAC or AIFF (sniffed)",
+                                        },
+                                        "cover": {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": "JPEG, PNG, WebP or GIF (sniffed)",
+                                        },
+                                        "metadata": _schema(TrackFields, components),
+                                    },
+                                },
+                                "encoding": {"metadata": {"contentType": "application/json"}},
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(job, "Accepted (or replayed for the same Idempotency-Key); has track_id"),
+                        **errors,
+                        "415": _error(),
+                        "503": _error(),
+                    },
                 }
             },
             "/v1/admin/jobs/{job_id}/retry": {

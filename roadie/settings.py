@@ -94,6 +94,23 @@ class Settings(BaseSettings):
         default=Path(".roadie/blobs"),
         description="Blob store: where uploads and renditions are kept before and after pinning.",
     )
+    max_upload_bytes: int = Field(
+        default=524_288_000, gt=0, description="Largest audio file `POST /v1/tracks` accepts (413 above)."
+    )
+    max_cover_bytes: int = Field(default=10_485_760, gt=0, description="Largest cover image an upload may carry.")
+    max_duration_s: float = Field(default=1200.0, gt=0, description="Longest track accepted, in seconds.")
+    preview_length_s: float = Field(default=30.0, gt=0, description="Length of the preview rendition, in seconds.")
+    target_lufs: float = Field(
+        default=-14.0, description="Integrated loudness players normalise to; the gain to reach it is stored."
+    )
+    true_peak_ceiling_dbtp: float = Field(
+        default=-1.0, description="A positive normalisation gain never lifts the true peak above this."
+    )
+    analysis_window_s: float = Field(
+        default=120.0, gt=0, description="Tempo and key are measured on this much audio from the middle of a track."
+    )
+    ffmpeg_path: str = Field(default="ffmpeg", description="The ffmpeg binary (a name on PATH or a path).")
+    ffprobe_path: str = Field(default="ffprobe", description="The ffprobe binary (a name on PATH or a path).")
 
     # IPFS pool (issue 3)
     ipfs_timeout_s: float = Field(
