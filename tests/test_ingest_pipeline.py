@@ -129,17 +129,21 @@ def test_a_rerun_resumes_at_the_failed_stage_and_keeps_the_finished_ones() -> No
     assert _status(track_id) == "ingesting"
 
 
-def test_when_every_stage_is_done_the_track_is_ready_and_an_uninstalled_mint_is_skipped() -> None:
+def test_a_requested_mint_starts_once_the_metadata_is_pinned_and_the_track_is_ready_after_it() -> None:
     track_id = _track()
     parent_id = _parent(track_id)
     for job_type in ("media.transcode", "media.analyse", "ipfs.pin_track", "ipfs.pin_metadata"):
         _child(parent_id, job_type, JobStatus.SUCCEEDED)
     run = _run(parent_id)
 
+    with pytest.raises(WaitForChildren):
+        pipeline.advance(parent_id, run.lease_id, track_id, mint=True)
+
+    assert ("nft.mint", "queued") in _children(parent_id)
+    assert _status(track_id) == "ingesting"
+
+    _child(parent_id, "nft.mint", JobStatus.SUCCEEDED)
     result = pipeline.advance(parent_id, run.lease_id, track_id, mint=True)
 
-    stages = {s["name"]: s for s in result["stages"]}
-    if "nft.mint" not in job_types():
-        assert stages["mint"]["status"] == "skipped"
-        assert stages["mint"]["reason"] == "minting not available"
-        assert _status(track_id) == "ready"
+    assert {s["name"]: s["status"] for s in result["stages"]}["mint"] == "succeeded"
+    assert _status(track_id) == "ready"

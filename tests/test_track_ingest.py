@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -13,14 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
+from solders.pubkey import Pubkey
 from sqlalchemy import select
 
-from models.music import Track, TrackFile
+from models.music import Nft, Track, TrackFile
 from models.platform import JobAttempt
 from roadie import blobs
+from roadie.chain.client import connect
+from roadie.chain.nft import MintedNft, read_mint
 from roadie.db import transaction
 from roadie.ipfs.client import IpfsNode
-from roadie.jobs.types import job_types
 from roadie.processes import ProcessGroup
 from tests.conftest import ROOT
 from tests.fixtures.media import BAD_SOURCES, AudioFiles, post_track
@@ -49,27 +52,32 @@ def _track(track_id: str) -> tuple[Track, dict[str, TrackFile]]:
         return track, files
 
 
+def _nft(track_id: uuid.UUID) -> Nft:
+    with transaction() as session:
+        nft = session.scalar(select(Nft).where(Nft.track_id == track_id))
+        assert nft is not None
+        return nft
+
+
+async def _read_mint(mint_address: str) -> MintedNft | None:
+    async with connect() as chain:
+        return await read_mint(chain, Pubkey.from_string(mint_address))
+
+
 def _stages(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {stage["name"]: stage for stage in job["result"]["stages"]}
 
 
-def test_an_uploaded_track_ends_ready_with_renditions_loudness_tempo_key_waveform_and_pinned_metadata(
-    uploader: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode
+def test_an_uploaded_track_ends_ready_with_renditions_analysis_pinned_metadata_and_its_nft_minted(
+    uploader: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode, chain_running: Any
 ) -> None:
     job = ingest(uploader, audio.song("ingest-120.flac", 30, bpm=120, key="C major"), cover=audio.png(), mint=True)
 
     assert job["status"] == "succeeded", job
     assert job["progress"]["percent"] == 100
     stages = _stages(job)
-    for name in ("transcode", "analysis", "pin_track", "pin_metadata"):
+    for name in ("transcode", "analysis", "pin_track", "pin_metadata", "mint"):
         assert stages[name]["status"] == "succeeded", stages[name]
-    if "nft.mint" not in job_types():
-        assert stages["mint"] == {
-            "name": "mint",
-            "job_type": "nft.mint",
-            "status": "skipped",
-            "reason": "minting not available",
-        }
     children = {child["type"]: child for child in job["children"]}
     assert children["media.transcode"]["status"] == children["media.analyse"]["status"] == "succeeded"
     analysis = uploader.get(f"/v1/jobs/{children['media.analyse']['id']}").json()["result"]
@@ -106,6 +114,14 @@ def test_an_uploaded_track_ends_ready_with_renditions_loudness_tempo_key_wavefor
     assert metadata["image"].startswith(f"ipfs://{files['cover'].cid}")
     traits = {a["trait_type"]: a["value"] for a in metadata["attributes"]}
     assert "C major" in traits.values()
+    nft = _nft(track.id)
+    assert (nft.status, nft.metadata_uri) == ("finalized", f"ipfs://{files['metadata'].cid}")
+    minted = asyncio.run(_read_mint(str(nft.mint_address)))
+    assert minted is not None
+    assert minted.metadata is not None
+    assert (minted.supply, minted.mint_authority) == (1, None)
+    assert minted.metadata.uri == f"ipfs://{files['metadata'].cid}"
+    assert minted.metadata.additional["track_id"] == str(track.id)
 
 
 def test_the_parent_hands_its_worker_back_between_stages(uploader: httpx.Client, audio: AudioFiles) -> None:

@@ -8,8 +8,6 @@ holds a worker slot while a stage runs, and a crash anywhere only repeats a step
 - A stage that failed fails the parent with that stage's error code and message.
 - An admin re-run of the failed parent resumes: finished stages are kept, a stage whose failure
   predates the re-run gets a new child job.
-- A stage whose job type is not installed (``nft.mint`` before the chain pool ships it) is skipped
-  and reported as not available; it does not fail the ingest.
 """
 
 from __future__ import annotations
@@ -36,17 +34,15 @@ class Stage:
     job_type: str
     after: tuple[str, ...]
     weight: int  # share of the parent's progress
-    unavailable: str  # what the pipeline reports when the job type is not installed
 
 
 STAGES = (
-    Stage("transcode", "media.transcode", (), 40, "transcoding not available"),
-    Stage("analysis", "media.analyse", ("transcode",), 15, "analysis not available"),
-    Stage("pin_track", "ipfs.pin_track", ("transcode",), 20, "pinning not available"),
-    Stage("pin_metadata", "ipfs.pin_metadata", ("analysis", "pin_track"), 10, "metadata pinning not available"),
-    Stage("mint", "nft.mint", ("pin_metadata",), 15, "minting not available"),
+    Stage("transcode", "media.transcode", (), 40),
+    Stage("analysis", "media.analyse", ("transcode",), 15),
+    Stage("pin_track", "ipfs.pin_track", ("transcode",), 20),
+    Stage("pin_metadata", "ipfs.pin_metadata", ("analysis", "pin_track"), 10),
+    Stage("mint", "nft.mint", ("pin_metadata",), 15),
 )
-DONE = ("succeeded", "skipped")
 
 
 def stages_for(mint: bool) -> tuple[Stage, ...]:
@@ -63,7 +59,7 @@ class Step:
     percent: int
 
 
-def _stage_view(stage: Stage, status: str, child: Job | None, **extra: Any) -> dict[str, Any]:
+def _stage_view(stage: Stage, status: str, child: Job | None) -> dict[str, Any]:
     view: dict[str, Any] = {"name": stage.name, "job_type": stage.job_type, "status": status}
     if child is not None:
         view["job_id"] = str(child.id)
@@ -72,7 +68,7 @@ def _stage_view(stage: Stage, status: str, child: Job | None, **extra: Any) -> d
             view["result"] = child.result
         if child.error_code and child.status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.RETRYING):
             view["error"] = {"code": child.error_code, "message": child.error_message}
-    return view | extra
+    return view
 
 
 def _start_child(session: Session, parent: Job, stage: Stage, track_id: uuid.UUID) -> Job:
@@ -88,7 +84,6 @@ def _start_child(session: Session, parent: Job, stage: Stage, track_id: uuid.UUI
 
 def _plan(session: Session, parent: Job, track_id: uuid.UUID, mint: bool) -> Step:
     """Start what can start; say what runs, what is done and whether a stage failed since the last re-run."""
-    installed = job_types()
     latest: dict[str, Job] = {}
     for row in session.scalars(select(Job).where(Job.parent_id == parent.id).order_by(Job.created_at, Job.id)):
         latest[row.type] = row
@@ -99,10 +94,6 @@ def _plan(session: Session, parent: Job, track_id: uuid.UUID, mint: bool) -> Ste
     step = Step(view=[], waiting_on=[], failed=None, percent=0)
     for stage in stages_for(mint):
         child: Job | None = latest.get(stage.job_type)
-        if stage.job_type not in installed:
-            status[stage.name] = "skipped"
-            step.view.append(_stage_view(stage, "skipped", None, reason=stage.unavailable))
-            continue
         if child is not None and child.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             resumable = rerun_at is not None and child.finished_at is not None and child.finished_at < rerun_at
             if not resumable:
@@ -112,7 +103,7 @@ def _plan(session: Session, parent: Job, track_id: uuid.UUID, mint: bool) -> Ste
                 continue
             child = None  # failed before the re-run: start it again
         if child is None:
-            if step.failed is None and all(status.get(name) in DONE for name in stage.after):
+            if step.failed is None and all(status.get(name) == "succeeded" for name in stage.after):
                 child = _start_child(session, parent, stage, track_id)
             else:
                 status[stage.name] = "pending"
@@ -123,7 +114,7 @@ def _plan(session: Session, parent: Job, track_id: uuid.UUID, mint: bool) -> Ste
         if child.status not in JobStatus.finished():
             step.waiting_on.append(child.id)
     weights = {stage.name: stage.weight for stage in stages_for(mint)}
-    done = sum(weights[v["name"]] * (100 if v["status"] in DONE else v.get("progress", 0)) for v in step.view)
+    done = sum(weights[v["name"]] * (100 if v["status"] == "succeeded" else v.get("progress", 0)) for v in step.view)
     step.percent = done // sum(weights.values())  # rounded down: 100 only when every stage is done
     return step
 
@@ -138,7 +129,7 @@ def advance(job_id: uuid.UUID, lease_id: uuid.UUID, track_id: uuid.UUID, mint: b
         if track is None:
             raise PermanentError(f"no track {track_id}", code="track_not_found")
         step = _plan(session, parent, track_id, mint)
-        running = [v["name"] for v in step.view if v["status"] not in (*DONE, "pending", "failed", "cancelled")]
+        running = [v["name"] for v in step.view if v["status"] not in ("succeeded", "pending", "failed", "cancelled")]
         parent.progress_percent, parent.progress_stage = step.percent, ", ".join(running)[:100] or None
         result = {"track_id": str(track_id), "stages": step.view}
         if step.failed is not None:
