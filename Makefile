@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench up clean
+.PHONY: install ipfs-node demo test lint bench up clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+# The local IPFS node (js-ipfs from npm) the tests, the demo and `roadie up` start; node_modules is not committed.
+IPFS_NODE := tools/ipfs-node/node_modules/.installed
+$(IPFS_NODE): tools/ipfs-node/package.json tools/ipfs-node/package-lock.json
+	bash tools/ipfs-node/ipfs-node.sh install
+
+ipfs-node: $(IPFS_NODE)
+
+demo: install ipfs-node
 	$(BIN)/roadie demo
 
-up: install
+up: install ipfs-node
 	$(BIN)/roadie up
 
-test: install
+test: install ipfs-node
 	$(BIN)/pytest
 
 lint: install
@@ -28,9 +35,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install
+bench: install ipfs-node
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.ipfs_pin
+	$(BIN)/python -m bench.accrual
+	$(BIN)/python -m bench.staking
+	$(BIN)/python -m bench.transcode
+	$(BIN)/python -m bench.analysis
 
 clean:
 	rm -rf $(VENV) .roadie .pytest_cache .mypy_cache .ruff_cache

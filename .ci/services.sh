@@ -8,6 +8,7 @@ command -v redis-server  >/dev/null || need_apt+=(redis-server)
 command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
 command -v chromium >/dev/null || need_apt+=(chromium)  # headless, for the admin console's browser test
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)      # pydub transcodes and analyses through ffmpeg and ffprobe
+command -v npm >/dev/null || need_apt+=(nodejs npm)     # `make ipfs-node` installs the local IPFS node from npm
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -50,7 +50,7 @@ SESSION_MAX_AGE_S = 8 * 3600  # one working day; then sign in again
 PAGE_SIZE = 50
 BULK_LIMIT = 1000  # jobs one "retry all matching" press re-runs, oldest first
 LISTED_STATUSES = (JobStatus.FAILED, JobStatus.RETRYING)
-ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING})
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING, JobStatus.WAITING})
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"

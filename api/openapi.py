@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from api.admin import RetryMany, RetryOne
 from api.jobs import JobRequest
+from roadie.ingest.upload import TrackFields
 from roadie.jobs.types import job_types
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -153,6 +154,45 @@ def openapi_spec() -> dict[str, Any]:
                     "responses": {"202": _json(job, "Cancelled or asked to stop"), **errors},
                 }
             },
+            "/v1/tracks": {
+                "post": {
+                    "summary": "Upload a track; 202 with its track.ingest job (scope tracks:write)",
+                    "parameters": [
+                        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["audio", "metadata"],
+                                    "properties": {
+                                        "audio": {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": "MP3, FLAC, WAV, Ogg, M4A, AAC or AIFF (sniffed)",
+                                        },
+                                        "cover": {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": "JPEG, PNG, WebP or GIF (sniffed)",
+                                        },
+                                        "metadata": _schema(TrackFields, components),
+                                    },
+                                },
+                                "encoding": {"metadata": {"contentType": "application/json"}},
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(job, "Accepted (or replayed for the same Idempotency-Key); has track_id"),
+                        **errors,
+                        "415": _error(),
+                        "503": _error(),
+                    },
+                }
+            },
             "/v1/admin/jobs/{job_id}/retry": {
                 "post": {
                     "summary": "Re-run a finished job (scope admin)",
@@ -168,5 +208,75 @@ def openapi_spec() -> dict[str, Any]:
                     "responses": {"202": _json({"type": "object"}, "Re-queued jobs"), **errors},
                 }
             },
+            **_ledger_paths(components, errors),
+        },
+    }
+
+
+def _ledger_paths(components: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
+    """Plays, sales, ledger accounts and payouts (issue 5). Amounts are strings of integer base units."""
+    from api.ledger import PayoutQuery, SaleRequest
+    from roadie.ledger.plays import PlayBatch, PlayEvent
+
+    _schema(PlayEvent, components)
+    counts = {
+        "type": "object",
+        "properties": {
+            "accepted": {"type": "integer"},
+            "duplicate": {"type": "integer"},
+            "rejected": {"type": "integer"},
+            "errors": {"type": "array", "items": {"type": "object"}, "description": "index, field, reason"},
+        },
+    }
+    obj = {"type": "object"}
+    query = PayoutQuery.model_json_schema()["properties"]
+    return {
+        "/v1/plays": {
+            "post": {
+                "summary": "Store up to 1,000 listening events (PlayEvent each), once per event_id (scope plays:write)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _schema(PlayBatch, components)}},
+                },
+                "responses": {"200": _json(counts, "Counts and the refused events"), **errors},
+            }
+        },
+        "/v1/sales": {
+            "post": {
+                "summary": "Record an NFT sale and split its royalty among the creators (scope sales:write)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _schema(SaleRequest, components)}},
+                },
+                "responses": {
+                    "201": _json(obj, "Recorded"),
+                    "200": _json(obj, "Already recorded (same signature)"),
+                    **errors,
+                },
+            }
+        },
+        "/v1/ledger/accounts/{account_id}": {
+            "get": {
+                "summary": "An account's balance and entries, newest first (scope ledger:read)",
+                "parameters": [
+                    {
+                        "name": "account_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "Numeric id, or treasury, clearing, external",
+                    },
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "before_id", "in": "query", "schema": {"type": "integer"}},
+                ],
+                "responses": {"200": _json(obj, "The account"), **errors},
+            }
+        },
+        "/v1/payouts": {
+            "get": {
+                "summary": "Payouts by period, account and status, oldest first (scope ledger:read)",
+                "parameters": [{"name": name, "in": "query", "schema": schema} for name, schema in query.items()],
+                "responses": {"200": _json(obj, "A page of payouts and next_after_id"), **errors},
+            }
         },
     }

@@ -1,7 +1,136 @@
-"""Track upload intake: ``POST /v1/tracks`` (issue 3)."""
+"""Track upload intake: ``POST /v1/tracks`` (issue 3).
+
+multipart/form-data with three parts: ``audio`` (the file), ``cover`` (optional image) and
+``metadata`` (a JSON object, see ``TrackFields``). The key is checked before the body is read; the
+files stream into the blob store; what they are is sniffed from their bytes; ffprobe reads the audio;
+then one transaction creates the track and its ``track.ingest`` job. 202 with the job.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import json
+import logging
+from pathlib import Path
 
-routes: list[BaseRoute] = []
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from api import telemetry
+from api.http import base_url, parse, require
+from api.jobs import IdempotencyHeader
+from api.multipart import StreamingForm
+from roadie.db import async_transaction
+from roadie.ingest import upload
+from roadie.ingest.upload import StagedFile, TrackFields
+from roadie.jobs import intake
+from roadie.jobs.intake import IntakeError
+from roadie.media import ffmpeg, sniff
+from roadie.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _sniff(part: str, head: bytes) -> None:
+    """Refuse a file whose bytes are not what its part must hold (415), whatever its name says."""
+    if not head:
+        raise IntakeError(422, "empty_file", f"the {part} file is empty", [{"field": part, "reason": "empty file"}])
+    if part == "audio" and sniff.audio_type(head) is None:
+        accepted = "MP3, FLAC, WAV, Ogg, M4A, AAC or AIFF"
+        raise IntakeError(
+            415,
+            "unsupported_media_type",
+            f"the audio part is not audio ({accepted} expected)",
+            [{"field": "audio", "reason": "not a supported audio format"}],
+        )
+    if part == "cover" and sniff.image_type(head) is None:
+        raise IntakeError(
+            415,
+            "unsupported_media_type",
+            "the cover is not an image (JPEG, PNG, WebP or GIF expected)",
+            [{"field": "cover", "reason": "not a supported image format"}],
+        )
+
+
+def parse_fields(raw: bytes | None) -> TrackFields:
+    """The ``metadata`` part as TrackFields, or a 422 naming each bad field (``metadata.title``, …)."""
+    if raw is None:
+        raise IntakeError(
+            422, "validation_error", "the metadata part is missing", [{"field": "metadata", "reason": "required"}]
+        )
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise IntakeError(
+            422, "validation_error", f"metadata is not JSON: {exc}", [{"field": "metadata", "reason": "not JSON"}]
+        ) from exc
+    return parse(TrackFields, data, "metadata")
+
+
+async def _probe(path: Path) -> ffmpeg.Probe:
+    try:
+        return await asyncio.to_thread(ffmpeg.probe, path)
+    except ffmpeg.UndecodableError as exc:
+        raise IntakeError(422, exc.code, exc.message, [{"field": "audio", "reason": exc.message}]) from exc
+    except ffmpeg.ToolMissingError as exc:
+        log.error("media.ffmpeg_missing", extra={"error": exc.message})
+        raise IntakeError(503, exc.code, "uploads are unavailable: the API cannot inspect audio") from exc
+
+
+async def upload_track(request: Request) -> JSONResponse:
+    settings = get_settings()
+    key = parse(IdempotencyHeader, {"key": request.headers.get("idempotency-key")}, "Idempotency-Key").key
+    async with async_transaction() as session:  # before reading a byte of the body
+        client = await require(session, request, "tracks:write")
+    limit = settings.max_upload_bytes + settings.max_cover_bytes + settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise IntakeError(413, "body_too_large", f"an upload is at most {limit} bytes")
+    form = StreamingForm(
+        file_limits={"audio": settings.max_upload_bytes, "cover": settings.max_cover_bytes},
+        field_limit=settings.max_body_bytes,
+        fields={"metadata"},
+        sniff=_sniff,
+        sniff_bytes=sniff.SNIFF_BYTES,
+    )
+    try:
+        await form.read(request.headers.get("content-type", ""), request.stream())
+        fields = parse_fields(form.fields.get("metadata"))
+        audio_part = form.files.get("audio")
+        if audio_part is None:
+            raise IntakeError(
+                422, "validation_error", "the audio part is missing", [{"field": "audio", "reason": "required"}]
+            )
+        upload.check_audio(await _probe(audio_part.blob.path), fields, settings.max_duration_s)
+        audio = StagedFile(audio_part.blob, str(sniff.audio_type(audio_part.blob.head)), audio_part.filename)
+        cover_part = form.files.get("cover")
+        cover = (
+            StagedFile(cover_part.blob, str(sniff.image_type(cover_part.blob.head)), cover_part.filename)
+            if cover_part
+            else None
+        )
+        accepted: upload.Accepted | None = None
+        try:
+            async with async_transaction() as session:
+                accepted = await upload.accept(session, client, fields, audio, cover, idempotency_key=key)
+                view = intake.job_view(accepted.submission.job, base_url=base_url(request))
+        except BaseException:
+            if accepted is not None:  # moved into place, but the transaction did not commit
+                upload.delete_blobs(accepted.placed)
+            raise
+    finally:
+        form.discard()  # whatever was not moved onto a track's keys (a replay's, a refusal's)
+    headers = {"Location": view["url"]}
+    if accepted.submission.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    else:
+        telemetry.count_accepted("track.ingest")
+    log.info(
+        "track.accepted",
+        extra={"track_id": str(accepted.track_id), "job_id": view["id"], "replayed": accepted.submission.replayed},
+    )
+    return JSONResponse({**view, "track_id": str(accepted.track_id)}, status_code=202, headers=headers)
+
+
+routes: list[BaseRoute] = [Route("/v1/tracks", upload_track, methods=["POST"])]

@@ -3,6 +3,17 @@
 from models.base import Base
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
 from models.indexer import ChainEvent, IndexedTransaction, IndexerCursor
+from models.ledger import (
+    LedgerAccount,
+    LedgerEntry,
+    LedgerRun,
+    LedgerTransaction,
+    Payout,
+    Play,
+    Sale,
+    SaleCreator,
+    StakingPayout,
+)
 from models.music import (
     ChainTransaction,
     Nft,
@@ -32,12 +43,21 @@ __all__ = [
     "JobAttempt",
     "JobEvent",
     "JobStatus",
+    "LedgerAccount",
+    "LedgerEntry",
+    "LedgerRun",
+    "LedgerTransaction",
     "Nft",
     "NftCollection",
     "NftMetadata",
     "OutboxMessage",
+    "Payout",
     "PayoutBatch",
     "PayoutTransfer",
+    "Play",
+    "Sale",
+    "SaleCreator",
+    "StakingPayout",
     "StakingPosition",
     "TokenBalance",
     "Track",

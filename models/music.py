@@ -32,7 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from models.base import Base, TokenAmount, created_at, updated_at, uuid_pk
 
 TRACK_STATUSES = ("ingesting", "ready", "failed")
-TRACK_FILE_KINDS = ("source", "mp3_320", "mp3_128", "opus_96", "preview", "cover", "metadata")
+TRACK_FILE_KINDS = ("source", "mp3_320", "mp3_128", "opus_96", "preview", "cover", "metadata", "waveform")
 PIN_STATES = ("pending", "pinned", "unpinned", "failed")
 NFT_STATUSES = ("pending", "submitted", "confirmed", "finalized", "failed")
 TX_KINDS = ("mint", "transfer", "sale", "stake", "unstake", "payout")
@@ -118,6 +118,7 @@ class Track(Base):
         CheckConstraint("sample_rate > 0", name="sample_rate_positive"),
         CheckConstraint("channels > 0", name="channels_positive"),
         CheckConstraint("bpm > 0", name="bpm_positive"),
+        CheckConstraint("preview_start_ms >= 0", name="preview_start_not_negative"),
         CheckConstraint("play_count >= 0 AND like_count >= 0", name="counts_not_negative"),
         CheckConstraint("price >= 0", name="price_not_negative"),
     )
@@ -144,6 +145,11 @@ class Track(Base):
     true_peak_dbtp: Mapped[Decimal | None] = mapped_column(Numeric(6, 2))
     gain_db: Mapped[Decimal | None] = mapped_column(Numeric(6, 2))
     waveform: Mapped[dict[str, Any] | None]
+    preview_start_ms: Mapped[int | None] = mapped_column(
+        Integer, comment="Where the artist's 30-second preview starts; null: a third of the way in."
+    )
+    loudness_range_lu: Mapped[Decimal | None] = mapped_column(Numeric(6, 2))
+    rms_dbfs: Mapped[Decimal | None] = mapped_column(Numeric(6, 2), comment="Mean RMS level; -120 for silence.")
     play_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     like_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)

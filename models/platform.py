@@ -28,6 +28,7 @@ class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    WAITING = "waiting"  # a parent job, off the workers, until one of its child jobs finishes
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -45,6 +46,10 @@ SCOPES = ("jobs:write", "jobs:read", "tracks:write", "plays:write", "sales:write
 def _in_list(column: str, values: tuple[str, ...]) -> str:
     quoted = ", ".join(f"'{value}'" for value in values)
     return f"{column} IN ({quoted})"
+
+
+#: How one claim of a job ended; "waiting": the handler handed over to child jobs (see JobStatus.WAITING).
+ATTEMPT_OUTCOMES = ("running", "succeeded", "failed", "retrying", "lost", "cancelled", "waiting")
 
 
 class ApiClient(Base):
@@ -129,7 +134,7 @@ class JobAttempt(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "number"),
         CheckConstraint(
-            _in_list("outcome", ("running", "succeeded", "failed", "retrying", "lost", "cancelled")),
+            _in_list("outcome", ATTEMPT_OUTCOMES),
             name="known_outcome",
         ),
     )

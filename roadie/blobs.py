@@ -2,13 +2,43 @@
 
 Keys are relative POSIX paths such as ``tracks/<track id>/mp3_320.mp3``; this module is the only
 place that turns a key into a filesystem path, so another store can replace it later.
+
+Every write is atomic: bytes go to a temporary file under ``<blob dir>/.tmp`` (the same filesystem),
+are fsynced, and are renamed onto their key, so a reader never sees half a file and a crash
+leaves at most a stray temporary file, never a truncated blob.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import TracebackType
 
 from roadie.settings import get_settings
+
+TMP_DIR = ".tmp"
+HEAD_BYTES = 4096  # enough for every content sniffer
+
+
+class BlobTooLargeError(Exception):
+    """A streamed blob passed its size limit; nothing was kept."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Blob:
+    key: str
+    size: int
+    sha256: str
 
 
 def blob_path(key: str) -> Path:
@@ -16,4 +46,111 @@ def blob_path(key: str) -> Path:
     parts = PurePosixPath(key).parts
     if not parts or PurePosixPath(key).is_absolute() or any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"invalid blob key {key!r}")
+    if parts[0] == TMP_DIR:
+        raise ValueError(f"blob keys may not start with {TMP_DIR}")
     return get_settings().blob_dir.joinpath(*parts)
+
+
+def _tmp_root() -> Path:
+    root = get_settings().blob_dir / TMP_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _place(path: Path, key: str, *, synced: bool = False) -> Path:
+    """fsync a finished file (unless it was) and rename it onto its key."""
+    target = blob_path(key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not synced:
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+    path.replace(target)
+    return target
+
+
+class BlobWriter:
+    """Streams bytes into a temporary blob, hashing and counting them; ``commit`` puts it under its key.
+
+    Used as a context manager, an uncommitted blob is deleted when the block ends, also on error.
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.head = b""
+        self._hash = hashlib.sha256()
+        handle, name = tempfile.mkstemp(dir=_tmp_root(), prefix="upload-")
+        self._file = os.fdopen(handle, "wb")
+        self._path: Path | None = Path(name)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def write(self, data: bytes) -> None:
+        """Append bytes; raises BlobTooLargeError (and discards the blob) past ``max_bytes``."""
+        self.size += len(data)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            self.discard()
+            raise BlobTooLargeError(self.max_bytes)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        self._hash.update(data)
+        self._file.write(data)
+
+    @property
+    def path(self) -> Path:
+        """The temporary file, complete once the last write is flushed (see ``sync``)."""
+        if self._path is None:
+            raise ValueError("the blob was committed or discarded")
+        return self._path
+
+    def sync(self) -> None:
+        """Flush and fsync what was written, so ``commit`` is only a rename."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def commit(self, key: str) -> Blob:
+        """fsync and rename the blob onto ``key``; the writer is done afterwards."""
+        self.sync()
+        self._file.close()
+        _place(self.path, key, synced=True)
+        self._path = None
+        return Blob(key, self.size, self.sha256)
+
+    def discard(self) -> None:
+        self._file.close()
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.discard()
+
+
+def store_file(path: Path, key: str) -> Blob:
+    """Move a finished file made in a ``work_dir`` onto ``key``, with its size and SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    size = path.stat().st_size
+    _place(path, key)
+    return Blob(key, size, digest.hexdigest())
+
+
+@contextmanager
+def work_dir(prefix: str = "work-") -> Iterator[Path]:
+    """A scratch directory on the blob store's filesystem (so results move in by rename), always removed."""
+    path = Path(tempfile.mkdtemp(dir=_tmp_root(), prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def delete(key: str) -> None:
+    blob_path(key).unlink(missing_ok=True)

@@ -293,5 +293,36 @@ def indexer_status() -> None:
     _echo_json(asyncio.run(status()))
 
 
+@main.group()
+def ledger() -> None:
+    """The money ledger: rewards, staking, royalties, payouts."""
+
+
+@ledger.command("check")
+def ledger_check() -> None:
+    """Verify the ledger's invariants as JSON; exit status 1 when one is broken."""
+    from roadie.db import transaction
+    from roadie.ledger.check import report, violations
+
+    with transaction() as session:
+        found = violations(session)
+    _echo_json(report(found))
+    if found:
+        sys.exit(1)
+
+
+@ledger.command("fund")
+@click.option("--amount", type=click.IntRange(min=1), required=True, help="Base units deposited to the treasury.")
+@click.option("--reference", required=True, help="Unique, e.g. the deposit's signature: recorded once per reference.")
+def ledger_fund(amount: int, reference: str) -> None:
+    """Record tokens deposited to the treasury wallet, which funds rewards and interest."""
+    from roadie.db import transaction
+    from roadie.ledger.books import fund_treasury
+
+    with transaction() as session:
+        funded = fund_treasury(session, amount, reference, dt.datetime.now(dt.UTC))
+    click.echo(f"treasury funded with {amount}" if funded else f"reference {reference!r} was already recorded")
+
+
 if __name__ == "__main__":
     main()

@@ -94,8 +94,44 @@ class Settings(BaseSettings):
         default=Path(".roadie/blobs"),
         description="Blob store: where uploads and renditions are kept before and after pinning.",
     )
+    max_upload_bytes: int = Field(
+        default=524_288_000, gt=0, description="Largest audio file `POST /v1/tracks` accepts (413 above)."
+    )
+    max_cover_bytes: int = Field(default=10_485_760, gt=0, description="Largest cover image an upload may carry.")
+    max_duration_s: float = Field(default=1200.0, gt=0, description="Longest track accepted, in seconds.")
+    preview_length_s: float = Field(default=30.0, gt=0, description="Length of the preview rendition, in seconds.")
+    target_lufs: float = Field(
+        default=-14.0, description="Integrated loudness players normalise to; the gain to reach it is stored."
+    )
+    true_peak_ceiling_dbtp: float = Field(
+        default=-1.0, description="A positive normalisation gain never lifts the true peak above this."
+    )
+    analysis_window_s: float = Field(
+        default=120.0, gt=0, description="Tempo and key are measured on this much audio from the middle of a track."
+    )
+    ffmpeg_path: str = Field(default="ffmpeg", description="The ffmpeg binary (a name on PATH or a path).")
+    ffprobe_path: str = Field(default="ffprobe", description="The ffprobe binary (a name on PATH or a path).")
 
     # IPFS pool (issue 3)
+    ipfs_timeout_s: float = Field(
+        default=60.0, gt=0, description="Timeout of every call to the IPFS node's RPC API (connecting, each read)."
+    )
+    ipfs_call_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Tries of one IPFS call on a connection error or timeout; then the job is retried later.",
+    )
+    nft_symbol: str = Field(
+        default="ROADIE",
+        min_length=1,
+        max_length=10,
+        description="Symbol of track NFTs, in their metadata JSON and on chain (≤ 10 chars).",
+    )
+    nft_external_url_base: str = Field(
+        default="https://roadie.example/tracks",
+        pattern=r"^https?://",
+        description="A track's NFT metadata `external_url` is this base, a slash and the track id.",
+    )
 
     # Chain pool and the local chain (issue 4)
     solana_commitment: Literal["processed", "confirmed", "finalized"] = Field(
@@ -126,7 +162,6 @@ class Settings(BaseSettings):
     reward_mint_decimals: int = Field(
         default=6, ge=0, le=18, description="Decimals of the reward mint (transfer_checked refuses a mismatch)."
     )
-    nft_symbol: str = Field(default="ROADIE", max_length=10, description="Symbol of minted track NFTs.")
     localnet_slot_ms: int = Field(
         default=400, ge=0, description="`roadie localnet`: a block every this many ms (0: only on request)."
     )
@@ -175,6 +210,61 @@ class Settings(BaseSettings):
         return addresses
 
     # Ledger pool: rewards, staking, royalties (issue 5)
+    ledger_min_listen_ms: int = Field(
+        default=30_000, ge=1, description="A play counts from this many ms listened, or from half of a shorter track."
+    )
+    ledger_daily_plays_per_listener: int = Field(
+        default=200, ge=1, description="Plays a day (UTC) for which one listener is rewarded."
+    )
+    ledger_daily_plays_per_track: int = Field(
+        default=20, ge=1, description="Plays a day (UTC) of one track for which one listener is rewarded."
+    )
+    ledger_listener_rate: int = Field(
+        default=1_000_000, ge=0, description="Base units a listener earns per counted play, before pro-rata scaling."
+    )
+    ledger_artist_rate: int = Field(
+        default=500_000, ge=0, description="Base units a track's artist earns per counted play, before scaling."
+    )
+    ledger_reward_budget: int = Field(
+        default=1_000_000_000_000, ge=0, description="Base units the treasury gives per rewards period at most."
+    )
+    ledger_reward_user_cap: int = Field(
+        default=50_000_000_000, ge=1, description="Base units one user can earn per rewards period at most."
+    )
+    ledger_reward_period_s: int = Field(default=3600, ge=60, le=86_400, description="Length of a rewards period.")
+    ledger_royalty_period_s: int = Field(default=86_400, ge=60, le=86_400, description="Length of a royalty period.")
+    ledger_staking_period_s: int = Field(default=86_400, ge=60, le=86_400, description="Length of a staking period.")
+    ledger_play_max_age_s: int = Field(
+        default=7 * 86_400, ge=60, description="Plays that started longer ago than this are refused."
+    )
+    ledger_play_max_skew_s: int = Field(
+        default=300, ge=0, description="Plays may start at most this far in the future (client clock skew)."
+    )
+    ledger_play_overrun_ms: int = Field(
+        default=10_000, ge=0, description="A play may report at most this much more than the track's duration."
+    )
+    ledger_staking_max_rate_bps: int = Field(
+        default=5_000, ge=1, le=100_000, description="Highest staking rate in basis points a position may have."
+    )
+    ledger_early_unstake_penalty_bps: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Share of the principal an unstake inside the lock returns to the treasury.",
+    )
+    ledger_min_payout: int = Field(
+        default=1_000_000, ge=1, description="Smaller balances are not paid out but carried to a later period."
+    )
+    ledger_max_catchup_periods: int = Field(
+        default=1000, ge=1, description="Periods one catch-up job runs at most; the next beat continues."
+    )
+    schedule_ledger_rewards: str = Field(default="1 * * * *", description="Beat: accrue and pay listening rewards.")
+    schedule_ledger_royalties: str = Field(default="5 0 * * *", description="Beat: distribute and pay royalties.")
+    schedule_ledger_staking: str = Field(default="0 0 * * *", description="Beat: pay staking interest.")
+    schedule_ledger_payout_status: str = Field(
+        default="every 30s", description="Beat: payouts follow their chain batch's status."
+    )
+    schedule_ledger_check: str = Field(default="30 0 * * *", description="Beat: the ledger's invariant check.")
 
     @property
     def embedded_database(self) -> bool:

@@ -22,6 +22,7 @@ import httpx
 from roadie.chain.localnet import embedded_chain_wanted, start_embedded_chain
 from roadie.embedded import EmbeddedPostgres, EmbeddedRedis
 from roadie.flower import authentication_configured
+from roadie.ipfs.node import LocalIpfsNode, answers
 from roadie.processes import ProcessGroup
 from roadie.settings import Settings, get_settings
 
@@ -101,7 +102,7 @@ class Platform:
     settings: Settings
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     processes: dict[str, ProcessGroup] = field(default_factory=dict)
-    embedded: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
+    embedded: list[EmbeddedPostgres | EmbeddedRedis | LocalIpfsNode] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -123,6 +124,12 @@ class Platform:
         if embedded_chain_wanted(self.settings):
             self.processes["localnet"] = start_embedded_chain(self.settings, self.env)
             print(f"embedded local Solana chain on {self.settings.solana_rpc_url} (state in memory only)")
+        ipfs_addr = self.settings.ipfs_api_addr
+        if ipfs_addr == Settings.model_fields["ipfs_api_addr"].default and not answers(ipfs_addr):
+            ipfs = LocalIpfsNode.serving(ipfs_addr, home / "ipfs" / "repo")
+            self.embedded.append(ipfs)
+            ipfs.start()
+            print(f"embedded IPFS node (js-ipfs) at {ipfs_addr} (repo in {ipfs.repo})")
 
     def migrate(self) -> None:
         subprocess.run(

@@ -1,7 +1,7 @@
 """The beat schedule. Each entry's timing is the setting ``ROADIE_SCHEDULE_<NAME>``.
 
-Housekeeping runs every few seconds; the money schedules (rewards, staking, royalties)
-join this table with the ledger issue, each keyed by its period.
+Housekeeping runs every few seconds. The money schedules (rewards hourly, royalties daily, staking daily at
+00:00 UTC) only enqueue a job; the job is keyed by its periods, so a second beat pays nothing twice.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ SCHEDULED_TASKS: dict[str, str] = {
     "sweep_outbox": "platform.sweep_outbox",
     "reap_lost_jobs": "platform.reap_lost_jobs",
     "purge_idempotency_keys": "platform.purge_idempotency_keys",
+    # Ledger (issue 5): each enqueues a job that runs every closed period not yet done, once per period.
+    "ledger_rewards": "ledger.beat_rewards",
+    "ledger_royalties": "ledger.beat_royalties",
+    "ledger_staking": "ledger.beat_staking",
+    "ledger_payout_status": "ledger.beat_payout_status",
+    "ledger_check": "ledger.beat_check",
     "indexer_tick": "indexer.tick",
 }
 

@@ -1,1 +1,53 @@
 """Media pool job types: transcoding and audio analysis of uploaded tracks (issue 3)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import signals
+from pydantic import BaseModel, ConfigDict
+
+from roadie.ingest import stages
+from roadie.jobs.runtime import JobContext
+from roadie.jobs.types import job_type
+from roadie.media import ffmpeg
+
+log = logging.getLogger(__name__)
+
+
+class TrackPayload(BaseModel):
+    """A stage of the ingest pipeline works on one track."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    track_id: uuid.UUID
+
+
+@job_type(
+    "media.transcode", TrackPayload, queue="media", max_attempts=3, soft_time_limit_s=1800, hard_time_limit_s=1860
+)
+def transcode(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
+    """Encode MP3 320k/128k, Opus 96k and the preview; measure loudness and the gain to the target."""
+    return stages.transcode_track(payload.track_id, context.progress)
+
+
+@job_type("media.analyse", TrackPayload, queue="media", max_attempts=3, soft_time_limit_s=900, hard_time_limit_s=960)
+def analyse(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
+    """Measure duration, format, tempo, key, RMS level and the player's waveform."""
+    return stages.analyse_track(payload.track_id, context.progress)
+
+
+@signals.worker_init.connect
+def _refuse_to_start_without_ffmpeg(sender: Any = None, **_: Any) -> None:
+    """A worker that consumes the media queue needs ffmpeg and ffprobe: say so at start, not per job."""
+    amqp = getattr(getattr(sender, "app", None), "amqp", None)
+    consumed = set(amqp.queues.consume_from or amqp.queues) if amqp is not None else set()
+    if "media" not in consumed:
+        return
+    try:
+        ffmpeg.tools()
+    except ffmpeg.ToolMissingError as exc:
+        log.critical("media.ffmpeg_missing", extra={"error": str(exc)})
+        raise SystemExit(f"media worker cannot start: {exc}") from exc

@@ -34,7 +34,14 @@ log = logging.getLogger("workers.telemetry")
 
 #: How one delivery of a job ended, as counted by ``roadie_job_attempts_total{outcome}``.
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled", "error")
-_STATUS_OUTCOME = {"succeeded": "succeeded", "failed": "failed", "retrying": "retried", "cancelled": "cancelled"}
+_STATUS_OUTCOME = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "retrying": "retried",
+    "cancelled": "cancelled",
+    "waiting": "waiting",  # a parent handed over to its children (queued: and one had already finished)
+    "queued": "waiting",
+}
 
 
 @dataclass

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
 
 class JobError(Exception):
     """An error a job handler raises on purpose, with a stable machine-readable code."""
@@ -32,3 +36,19 @@ class TransientError(JobError):
 
 class JobCancelled(Exception):  # noqa: N818 - a signal, not an error
     """Raised inside a handler when the job's cancellation was requested."""
+
+
+class WaitForChildren(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a parent job's handler to free its worker until one of ``child_ids`` finishes.
+
+    The job becomes ``waiting``; when one of its children finishes, a database trigger re-queues
+    it through the outbox in the child's own transaction, and the handler runs again to advance.
+    ``result`` is shown as the job's interim result meanwhile.
+    """
+
+    def __init__(self, child_ids: Iterable[uuid.UUID], result: dict[str, Any] | None = None) -> None:
+        self.child_ids = list(child_ids)
+        if not self.child_ids:
+            raise ValueError("a job can only wait for child jobs it has")
+        super().__init__(f"waiting for {len(self.child_ids)} child jobs")
+        self.result = result

@@ -69,6 +69,35 @@ def new_job(job_type: JobType, payload: dict[str, Any], **fields: Any) -> Job:
     )
 
 
+async def replayed_job(
+    session: AsyncSession, client: ApiClient, idempotency_key: str, print_: str, now: dt.datetime
+) -> Job | None:
+    """The job of an earlier request with this key and fingerprint, or None for a new request.
+
+    Takes the key's transaction lock first: a request with the same key still in its transaction
+    is 409, and the same key with another fingerprint 422. An expired key is forgotten.
+    """
+    locked = await session.scalar(select(func.pg_try_advisory_xact_lock(_lock_key(client.id, idempotency_key))))
+    if not locked:
+        raise IntakeError(409, "idempotency_in_flight", "a request with this Idempotency-Key is in progress")
+    previous = await session.scalar(
+        select(IdempotencyKey).where(IdempotencyKey.client_id == client.id, IdempotencyKey.key == idempotency_key)
+    )
+    if previous is not None and previous.expires_at > now:
+        if previous.fingerprint != print_:
+            raise IntakeError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body",
+                [{"field": "Idempotency-Key", "reason": "already used with a different body"}],
+            )
+        return await load_job(session, previous.job_id)
+    if previous is not None:
+        await session.delete(previous)
+        await session.flush()
+    return None
+
+
 async def submit(
     session: AsyncSession,
     job_type: JobType,
@@ -77,33 +106,20 @@ async def submit(
     client: ApiClient | None,
     idempotency_key: str | None = None,
     now: dt.datetime | None = None,
+    request_fingerprint: str | None = None,
 ) -> Submission:
     """Create the job and its outbox row, honouring the client's Idempotency-Key.
 
     Same key and same body: the original job. Same key, other body: 422. A request with the
-    same key while the first is still in its transaction: 409.
+    same key while the first is still in its transaction: 409. ``request_fingerprint`` names the
+    request when it is more than the payload (an upload); by default the payload is fingerprinted.
     """
     now = now or dt.datetime.now(dt.UTC)
-    print_ = fingerprint(job_type.name, payload)
+    print_ = request_fingerprint or fingerprint(job_type.name, payload)
     if idempotency_key is not None and client is not None:
-        locked = await session.scalar(select(func.pg_try_advisory_xact_lock(_lock_key(client.id, idempotency_key))))
-        if not locked:
-            raise IntakeError(409, "idempotency_in_flight", "a request with this Idempotency-Key is in progress")
-        previous = await session.scalar(
-            select(IdempotencyKey).where(IdempotencyKey.client_id == client.id, IdempotencyKey.key == idempotency_key)
-        )
-        if previous is not None and previous.expires_at > now:
-            if previous.fingerprint != print_:
-                raise IntakeError(
-                    422,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different request body",
-                    [{"field": "Idempotency-Key", "reason": "already used with a different body"}],
-                )
-            return Submission(await load_job(session, previous.job_id), replayed=True)
-        if previous is not None:
-            await session.delete(previous)
-            await session.flush()
+        previous_job = await replayed_job(session, client, idempotency_key, print_, now)
+        if previous_job is not None:
+            return Submission(previous_job, replayed=True)
     job = new_job(job_type, payload, client_id=client.id if client else None, idempotency_key=idempotency_key)
     session.add(job)
     await session.flush()

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from models.platform import Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
 from roadie.db import transaction
-from roadie.jobs.errors import JobCancelled, JobError, TransientError
+from roadie.jobs.errors import JobCancelled, JobError, TransientError, WaitForChildren
 from roadie.jobs.types import JobType
 from roadie.settings import get_settings
 
@@ -217,6 +217,32 @@ def record_failure(claim_: Claim, exc: BaseException, max_attempts: int) -> str 
         return job.status
 
 
+def record_wait(claim_: Claim, wait: WaitForChildren) -> str | None:
+    """Free the worker: the job waits for its children, or runs again at once if one already finished.
+
+    Both this and the trigger that wakes a waiting parent lock the parent's row, so a child that
+    finishes while its parent's handler runs is seen here or by the trigger, never by neither.
+    """
+    with transaction() as session:
+        job = session.get(Job, claim_.job_id, with_for_update=True)
+        if job is None or job.lease_id != claim_.lease_id:
+            return None
+        finished = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.id.in_(wait.child_ids), Job.parent_id == job.id, Job.status.in_(JobStatus.finished()))
+        )
+        if finished:
+            job.status = JobStatus.QUEUED
+            session.add(OutboxMessage(job_id=job.id))
+        else:
+            job.status = JobStatus.WAITING
+        # A wait ends a step well: the next step gets the full retry budget.
+        job.lease_id, job.run_attempts, job.result = None, 0, wait.result
+        _close_attempt(session, claim_, "waiting", None, None)
+        return job.status
+
+
 def _describe(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, JobError):
         return exc.code, exc.message
@@ -270,6 +296,8 @@ def execute(job_type: JobType, job_id: uuid.UUID, *, message_id: str, worker: st
     try:
         payload = job_type.payload_model.model_validate(claim_.payload)
         result = job_type.handler(payload, context)
+    except WaitForChildren as wait:
+        return record_wait(claim_, wait)
     except Exception as exc:  # noqa: BLE001 - every outcome is recorded in the ledger
         return record_failure(claim_, exc, job_type.max_attempts)
     finally:

@@ -1,0 +1,1 @@
+"""Track ingest (issue 3): the upload, the media stages' database steps and the ``track.ingest`` pipeline."""

@@ -1,0 +1,230 @@
+"""Accepting an upload: the track's fields, the artist, the track, its files and its ingest job, at once.
+
+The API streams the files into uncommitted blobs first; this module checks them (ffprobe), then in
+one transaction finds or creates the artist by wallet, creates the track (``ingesting``), moves the
+blobs onto the track's keys, records them as track files and submits ``track.ingest`` through the
+platform's intake, which honours the Idempotency-Key: the same upload with the same key is the same
+track and job. If the transaction fails, the blobs it moved are deleted again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.music import Track, TrackFile, User, UserWallet, Wallet
+from models.platform import ApiClient
+from roadie import blobs
+from roadie.jobs import intake
+from roadie.jobs.intake import IntakeError, Submission
+from roadie.jobs.types import job_types
+from roadie.media.ffmpeg import Probe
+
+ISRC = re.compile(r"[A-Z]{2}[A-Z0-9]{3}[0-9]{7}")  # the same pattern as the tracks table's check
+Text = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^\x00]*$")]
+
+
+class TrackFields(BaseModel):
+    """The ``metadata`` part of an upload: a JSON object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
+    artist_wallet: str = Field(description="The artist's Solana address (base58, 32 bytes); the NFT is minted to it.")
+    genre: Annotated[Text, StringConstraints(max_length=64)] | None = None
+    description: Annotated[Text, StringConstraints(max_length=5000)] | None = None
+    isrc: str | None = Field(default=None, description="International Standard Recording Code, e.g. USRC17607839.")
+    preview_start_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Start of the preview in seconds; default a third of the way in.",
+    )
+    mint: bool = Field(default=False, description="Mint the track's NFT to the artist's wallet once ingested.")
+
+    @field_validator("artist_wallet")
+    @classmethod
+    def _solana_address(cls, value: str) -> str:
+        from solders.pubkey import Pubkey
+
+        try:
+            return str(Pubkey.from_string(value.strip()))
+        except ValueError as exc:
+            raise ValueError(f"not a Solana address (base58 of 32 bytes): {exc}") from exc
+
+    @field_validator("isrc")
+    @classmethod
+    def _isrc(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.replace("-", "").strip().upper()
+        if not ISRC.fullmatch(code):
+            raise ValueError("an ISRC is CC-XXX-YY-NNNNN: 2 letters, 3 letters or digits, 7 digits")
+        return code
+
+
+def _field(name: str, reason: str) -> dict[str, str]:
+    return {"field": name, "reason": reason}
+
+
+def check_audio(probe: Probe, fields: TrackFields, max_duration_s: float) -> None:
+    """What ffprobe tells about the upload, against the limits and the chosen preview start."""
+    duration = probe.duration_s
+    if duration is not None and duration > max_duration_s:
+        raise IntakeError(
+            422,
+            "audio_too_long",
+            f"the track lasts {duration:.1f} s; the limit is {max_duration_s:.0f} s",
+            [_field("audio", f"longer than {max_duration_s:.0f} s")],
+        )
+    if duration is not None and fields.preview_start_s is not None and fields.preview_start_s >= duration:
+        raise IntakeError(
+            422,
+            "validation_error",
+            f"the preview cannot start at {fields.preview_start_s} s of a {duration:.1f} s track",
+            [_field("metadata.preview_start_s", "after the end of the track")],
+        )
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """An uploaded file in an uncommitted blob, sniffed and hashed."""
+
+    blob: blobs.BlobWriter
+    mime_type: str
+    file_name: str | None
+
+
+def request_fingerprint(fields: TrackFields, audio: StagedFile, cover: StagedFile | None) -> str:
+    """An upload's identity for its Idempotency-Key: the fields and the bytes of each file."""
+    identity = {
+        "type": "track.upload",
+        "fields": fields.model_dump(mode="json"),
+        "audio": audio.blob.sha256,
+        "cover": cover.blob.sha256 if cover else None,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+async def artist_for_wallet(session: AsyncSession, address: str) -> uuid.UUID:
+    """The user owning this Solana wallet, created (user, wallet, link) when new; safe under concurrency."""
+    user_id = await session.scalar(
+        select(UserWallet.user_id).join(Wallet, Wallet.id == UserWallet.wallet_id).where(Wallet.address == address)
+    )
+    user_id = user_id or await session.scalar(select(User.id).where(User.wallet_address == address))
+    if user_id is None:
+        await session.execute(
+            insert(User)
+            .values(id=uuid.uuid4(), wallet_address=address, is_artist=True)
+            .on_conflict_do_nothing(index_elements=[User.wallet_address])
+        )
+        user_id = await session.scalar(select(User.id).where(User.wallet_address == address))
+    await session.execute(
+        insert(Wallet)
+        .values(id=uuid.uuid4(), address=address, chain="solana", is_primary=True)
+        .on_conflict_do_nothing(index_elements=[Wallet.address])
+    )
+    wallet_id = await session.scalar(select(Wallet.id).where(Wallet.address == address))
+    await session.execute(
+        insert(UserWallet)
+        .values(id=uuid.uuid4(), user_id=user_id, wallet_id=wallet_id)
+        .on_conflict_do_nothing(index_elements=[UserWallet.user_id, UserWallet.wallet_id])
+    )
+    await session.execute(update(User).where(User.id == user_id, ~User.is_artist).values(is_artist=True))
+    assert user_id is not None
+    return user_id
+
+
+@dataclass(frozen=True)
+class Accepted:
+    submission: Submission
+    track_id: uuid.UUID
+    placed: list[str]  # blob keys to delete if the transaction does not commit
+
+
+async def accept(
+    session: AsyncSession,
+    client: ApiClient,
+    fields: TrackFields,
+    audio: StagedFile,
+    cover: StagedFile | None,
+    *,
+    idempotency_key: str | None,
+) -> Accepted:
+    """Create the artist (if new), the track, its source and cover files and its ``track.ingest`` job.
+
+    Must run inside the caller's transaction; on a replay (same key, same upload) it creates nothing.
+    """
+    print_ = request_fingerprint(fields, audio, cover)
+    if idempotency_key is not None:
+        previous = await intake.replayed_job(session, client, idempotency_key, print_, dt.datetime.now(dt.UTC))
+        if previous is not None:
+            return Accepted(Submission(previous, replayed=True), uuid.UUID(previous.payload["track_id"]), [])
+    if fields.isrc and await session.scalar(select(Track.id).where(Track.isrc == fields.isrc)):
+        raise IntakeError(
+            409, "isrc_taken", f"a track with ISRC {fields.isrc} exists", [_field("metadata.isrc", "already used")]
+        )
+    track = Track(
+        id=uuid.uuid4(),
+        title=fields.title,
+        description=fields.description,
+        artist_id=await artist_for_wallet(session, fields.artist_wallet),
+        genre=fields.genre,
+        isrc=fields.isrc,
+        status="ingesting",
+        source_sha256=audio.blob.sha256,
+        preview_start_ms=None if fields.preview_start_s is None else round(fields.preview_start_s * 1000),
+    )
+    session.add(track)
+    await session.flush()
+    # The source is the master: it is kept in the blob store and never published on IPFS.
+    files: list[tuple[str, StagedFile, str]] = [("source", audio, "unpinned")]
+    if cover is not None:
+        files.append(("cover", cover, "pending"))
+    placed: list[str] = []
+    try:
+        for kind, staged, pin_state in files:
+            size, sha256 = staged.blob.size, staged.blob.sha256
+            # A rename of a file already fsynced: quick, and atomic.
+            placed.append(staged.blob.commit(f"tracks/{track.id}/{kind}").key)
+            session.add(
+                TrackFile(
+                    track_id=track.id,
+                    kind=kind,
+                    storage_key=placed[-1],
+                    sha256=sha256,
+                    size_bytes=size,
+                    mime_type=staged.mime_type,
+                    file_name=staged.file_name,
+                    pin_state=pin_state,
+                )
+            )
+        await session.flush()
+        submission = await intake.submit(
+            session,
+            job_types()["track.ingest"],
+            {"track_id": str(track.id), "mint": fields.mint},
+            client=client,
+            idempotency_key=idempotency_key,
+            request_fingerprint=print_,
+        )
+    except BaseException:
+        delete_blobs(placed)
+        raise
+    return Accepted(submission, track.id, placed)
+
+
+def delete_blobs(keys: list[str]) -> None:
+    for key in keys:
+        blobs.delete(key)

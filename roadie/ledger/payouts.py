@@ -1,0 +1,175 @@
+"""Payouts: at the end of each period, balances of the period's account kind go to their owners' wallets.
+
+One payout per account and period (UNIQUE(account_id, period_start)), all of a period in one chain batch
+keyed ``<kind>:<period>``. A balance below ``ledger_min_payout``, or of a user without a Solana wallet, is
+not paid and carries over to a later period. Creating a payout moves its amount from the account to
+``clearing``; only when the chain transfer is finalized does it move from ``clearing`` to ``external``
+(paid). The batch is paid by :mod:`roadie.chain.transfers` (``chain.transfer_batch``); each payout follows its
+transfer's status (``ledger.follow_payouts``). A failed batch keeps its payouts in ``clearing`` until an admin
+re-runs the batch's job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from models.ledger import PAYOUT_STATUSES, LedgerRun
+from roadie.jobs.errors import PermanentError
+from roadie.ledger.books import open_transaction, period_key, system_account
+from roadie.settings import Settings
+
+CREATE = """
+WITH due AS (
+    SELECT a.id AS account_id, a.balance AS amount, w.address
+    FROM ledger_accounts AS a
+    CROSS JOIN LATERAL (
+        SELECT w.address
+        FROM user_wallets AS uw JOIN wallets AS w ON w.id = uw.wallet_id
+        WHERE uw.user_id = a.user_id AND w.chain = 'solana'
+        ORDER BY w.is_primary DESC, uw.created_at, w.address
+        LIMIT 1
+    ) AS w
+    WHERE a.kind = :kind AND a.balance >= :minimum
+    FOR UPDATE OF a
+),
+created AS (
+    INSERT INTO payouts (account_id, kind, period_start, amount, wallet, batch_key, transaction_id)
+    SELECT account_id, :kind, :period_start, amount, address, :batch_key, :tx FROM due
+    ON CONFLICT (account_id, period_start) DO NOTHING
+    RETURNING account_id, amount
+),
+entries AS (
+    INSERT INTO ledger_entries (transaction_id, account_id, amount)
+    SELECT :tx, account_id, -amount FROM created
+    UNION ALL
+    SELECT :tx, :clearing, sum(amount) FROM created HAVING sum(amount) > 0
+    RETURNING amount
+)
+SELECT count(*), COALESCE(sum(amount), 0) FROM created
+"""
+
+SETTLE = """
+WITH settled AS (
+    UPDATE payouts SET status = 'finalized', settled_transaction_id = :tx, updated_at = now()
+    WHERE id = ANY(:ids) AND status <> 'finalized'
+    RETURNING amount
+),
+entries AS (
+    INSERT INTO ledger_entries (transaction_id, account_id, amount)
+    SELECT :tx, :clearing, -sum(amount) FROM settled HAVING sum(amount) > 0
+    UNION ALL
+    SELECT :tx, :external, sum(amount) FROM settled HAVING sum(amount) > 0
+    RETURNING amount
+)
+SELECT count(*), COALESCE(sum(amount), 0) FROM settled
+"""
+
+
+def create(session: Session, run: LedgerRun, settings: Settings) -> dict[str, Any]:
+    """The period's payouts of the run's account kind, moved to clearing and handed to the chain."""
+    batch_key = period_key(run.kind, run.period_start)
+    tx = open_transaction(session, f"payout:{batch_key}", "payout", run.period_end, run_id=run.id)
+    if tx is None:
+        return {"payouts": 0, "paid_out": 0}
+    count, amount = session.execute(
+        text(CREATE),
+        {
+            "kind": run.kind,
+            "minimum": settings.ledger_min_payout,
+            "period_start": run.period_start,
+            "batch_key": batch_key,
+            "tx": tx,
+            "clearing": system_account(session, "clearing"),
+        },
+    ).one()
+    if not count:
+        session.execute(text("DELETE FROM ledger_transactions WHERE id = :tx"), {"tx": tx})
+        return {"payouts": 0, "paid_out": 0}
+    transfers = session.execute(
+        text("SELECT wallet, amount FROM payouts WHERE batch_key = :key ORDER BY id"), {"key": batch_key}
+    ).all()
+    batch_id = hand_to_chain(session, batch_key, [(wallet, int(amount)) for wallet, amount in transfers])
+    session.execute(
+        text("UPDATE payouts SET batch_id = :batch WHERE batch_key = :key"), {"batch": batch_id, "key": batch_key}
+    )
+    return {"payouts": int(count), "paid_out": int(amount)}
+
+
+def hand_to_chain(session: Session, batch_key: str, transfers: list[tuple[str, int]]) -> uuid.UUID:
+    """Record the period's chain batch and its ``chain.transfer_batch`` job in this transaction.
+
+    :func:`roadie.chain.transfers.create_batch` adds up amounts to one wallet and returns the existing
+    batch when called again with the key, so a payout's transfer is the batch's transfer to its wallet.
+    """
+    from roadie.chain.transfers import create_batch
+
+    try:
+        return create_batch(session, batch_key, transfers)
+    except ValueError as exc:  # a malformed or off-curve wallet: the period waits until it is fixed
+        raise PermanentError(f"payout batch {batch_key}: {exc}", code="invalid_payout_wallet") from exc
+
+
+#: A payout's status is its transfer's; a failed batch (it can be re-run) shows as failed until it moves on.
+CHAIN_STATUSES = """
+SELECT p.id,
+       CASE WHEN b.status = 'failed' AND t.status IN ('pending', 'failed') THEN 'failed' ELSE t.status END
+FROM payouts AS p
+JOIN payout_batches AS b ON b.id = p.batch_id
+JOIN payout_transfers AS t ON t.batch_id = p.batch_id AND t.recipient_wallet = p.wallet
+WHERE p.status <> 'finalized'
+"""
+
+
+def chain_statuses(session: Session) -> dict[int, str]:
+    """The chain status of every payout not yet finalized (the indexer and the batch job keep them current)."""
+    return {int(payout): status for payout, status in session.execute(text(CHAIN_STATUSES))}
+
+
+def follow_chain(session: Session) -> dict[str, int]:
+    """Let payouts follow their transfers' statuses (the beat's ``ledger_payout_status``)."""
+    return apply_statuses(session, chain_statuses(session), dt.datetime.now(dt.UTC))
+
+
+def apply_statuses(session: Session, statuses: Mapping[int, str], now: dt.datetime) -> dict[str, int]:
+    """Set payouts to their transfers' statuses; finalized ones are settled, once, to ``external``.
+
+    A finalized payout never changes again; a failed one may go back to ``submitted`` when re-run.
+    """
+    unknown = set(statuses.values()) - set(PAYOUT_STATUSES)
+    if unknown:
+        raise ValueError(f"unknown payout statuses: {', '.join(sorted(unknown))}")
+    moving = {payout: status for payout, status in statuses.items() if status != "finalized"}
+    if moving:
+        session.execute(
+            text(
+                "UPDATE payouts AS p SET status = s.status, updated_at = now()"
+                " FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS varchar[])) AS s(id, status)"
+                " WHERE p.id = s.id AND p.status NOT IN ('finalized', s.status)"
+            ),
+            {"ids": list(moving), "statuses": list(moving.values())},
+        )
+    finalized = sorted(payout for payout, status in statuses.items() if status == "finalized")
+    if not finalized:
+        return {"settled": 0, "settled_amount": 0}
+    key = f"payout_settled:{finalized[0]}-{finalized[-1]}:{len(finalized)}:{now.isoformat()}"
+    tx = open_transaction(session, key, "payout_settled", now)
+    if tx is None:
+        return {"settled": 0, "settled_amount": 0}
+    count, amount = session.execute(
+        text(SETTLE),
+        {
+            "ids": finalized,
+            "tx": tx,
+            "clearing": system_account(session, "clearing"),
+            "external": system_account(session, "external"),
+        },
+    ).one()
+    if not count:
+        session.execute(text("DELETE FROM ledger_transactions WHERE id = :tx"), {"tx": tx})
+    return {"settled": int(count), "settled_amount": int(amount)}

@@ -1,0 +1,1 @@
+"""Audio work of the media pool: ffmpeg and ffprobe, transcoding, analysis, content sniffing."""

@@ -1,0 +1,149 @@
+"""One step of ``track.ingest`` on prepared ledger rows: which stages start, wait, fail or resume."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from models.music import Track, User
+from models.platform import Job, JobEvent, JobStatus
+from roadie.db import transaction
+from roadie.ingest import pipeline
+from roadie.jobs.errors import PermanentError, WaitForChildren
+from roadie.jobs.intake import new_job
+from roadie.jobs.runtime import Claim, claim
+from roadie.jobs.types import job_types
+
+
+def _track() -> uuid.UUID:
+    with transaction() as session:
+        artist = User(wallet_address=f"wallet-{uuid.uuid4().hex[:20]}", is_artist=True)
+        session.add(artist)
+        session.flush()
+        track = Track(title="t", artist_id=artist.id, source_sha256="0" * 64)
+        session.add(track)
+        session.flush()
+        return track.id
+
+
+def _parent(track_id: uuid.UUID) -> uuid.UUID:
+    with transaction() as session:
+        job = new_job(job_types()["track.ingest"], {"track_id": str(track_id)})
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def _child(parent_id: uuid.UUID, job_type: str, status: str, error_code: str | None = None) -> uuid.UUID:
+    with transaction() as session:
+        job = new_job(job_types()[job_type], {}, parent_id=parent_id)
+        job.status, job.error_code, job.error_message = status, error_code, f"{error_code} happened"
+        job.finished_at = func.now() if status in JobStatus.finished() else None
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def _run(parent_id: uuid.UUID) -> Claim:
+    taken = claim(parent_id, message_id=f"m-{uuid.uuid4().hex[:6]}", worker="w")
+    assert taken is not None
+    return taken
+
+
+def _children(parent_id: uuid.UUID) -> list[tuple[str, str]]:
+    with transaction() as session:
+        rows = session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.created_at, Job.id))
+        return [(job.type, job.status) for job in rows]
+
+
+def _status(track_id: uuid.UUID) -> str:
+    with transaction() as session:
+        track = session.get(Track, track_id)
+        assert track is not None
+        return track.status
+
+
+def test_the_first_step_starts_only_the_transcode() -> None:
+    track_id = _track()
+    parent_id = _parent(track_id)
+    run = _run(parent_id)
+
+    with pytest.raises(WaitForChildren) as wait:
+        pipeline.advance(parent_id, run.lease_id, track_id, mint=False)
+
+    assert _children(parent_id) == [("media.transcode", "queued")]
+    stages = {s["name"]: s["status"] for s in (wait.value.result or {})["stages"]}
+    assert stages == {"transcode": "queued", "analysis": "pending", "pin_track": "pending", "pin_metadata": "pending"}
+
+
+def test_after_the_transcode_the_analysis_and_the_pinning_start_together() -> None:
+    track_id = _track()
+    parent_id = _parent(track_id)
+    _child(parent_id, "media.transcode", JobStatus.SUCCEEDED)
+    run = _run(parent_id)
+
+    with pytest.raises(WaitForChildren) as wait:
+        pipeline.advance(parent_id, run.lease_id, track_id, mint=False)
+
+    started = {job_type for job_type, status in _children(parent_id) if status == "queued"}
+    assert started == {"media.analyse", "ipfs.pin_track"}
+    assert len(wait.value.child_ids) == 2
+
+
+def test_a_failed_stage_fails_the_step_with_its_error_and_the_track() -> None:
+    track_id = _track()
+    parent_id = _parent(track_id)
+    _child(parent_id, "media.transcode", JobStatus.FAILED, "undecodable_audio")
+    run = _run(parent_id)
+
+    with pytest.raises(PermanentError) as failure:
+        pipeline.advance(parent_id, run.lease_id, track_id, mint=False)
+
+    assert failure.value.code == "undecodable_audio"
+    assert str(failure.value) == "transcode failed: undecodable_audio happened"
+    assert _status(track_id) == "failed"
+    assert len(_children(parent_id)) == 1  # nothing new started
+
+
+def test_a_rerun_resumes_at_the_failed_stage_and_keeps_the_finished_ones() -> None:
+    track_id = _track()
+    parent_id = _parent(track_id)
+    _child(parent_id, "media.transcode", JobStatus.SUCCEEDED)
+    _child(parent_id, "ipfs.pin_track", JobStatus.SUCCEEDED)
+    _child(parent_id, "media.analyse", JobStatus.FAILED, "track_not_found")
+    with transaction() as session:  # an admin re-ran the failed parent
+        session.add(JobEvent(job_id=parent_id, kind="rerun", actor="ops"))
+    run = _run(parent_id)
+
+    with pytest.raises(WaitForChildren):
+        pipeline.advance(parent_id, run.lease_id, track_id, mint=False)
+
+    assert _children(parent_id) == [
+        ("media.transcode", "succeeded"),
+        ("ipfs.pin_track", "succeeded"),
+        ("media.analyse", "failed"),
+        ("media.analyse", "queued"),
+    ]
+    assert _status(track_id) == "ingesting"
+
+
+def test_a_requested_mint_starts_once_the_metadata_is_pinned_and_the_track_is_ready_after_it() -> None:
+    track_id = _track()
+    parent_id = _parent(track_id)
+    for job_type in ("media.transcode", "media.analyse", "ipfs.pin_track", "ipfs.pin_metadata"):
+        _child(parent_id, job_type, JobStatus.SUCCEEDED)
+    run = _run(parent_id)
+
+    with pytest.raises(WaitForChildren):
+        pipeline.advance(parent_id, run.lease_id, track_id, mint=True)
+
+    assert ("nft.mint", "queued") in _children(parent_id)
+    assert _status(track_id) == "ingesting"
+
+    _child(parent_id, "nft.mint", JobStatus.SUCCEEDED)
+    result = pipeline.advance(parent_id, run.lease_id, track_id, mint=True)
+
+    assert {s["name"]: s["status"] for s in result["stages"]}["mint"] == "succeeded"
+    assert _status(track_id) == "ready"
