@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +38,13 @@ def transaction() -> Iterator[Session]:
     """One database transaction: committed when the block returns, rolled back when it raises."""
     with sessionmaker(sync_engine(), expire_on_commit=False).begin() as session:
         yield session
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A connection whose every statement commits on its own: one round trip for a one-statement step."""
+    with sync_engine().connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @asynccontextmanager
