@@ -7,6 +7,7 @@ subprocess started here inherits the same ``ROADIE_*`` environment.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import signal
@@ -29,8 +30,24 @@ from roadie.processes import ProcessGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ROADIE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-BENCH_DATABASE = "roadie_bench"
-REDIS_URL = os.environ.get("ROADIE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def _reserve_redis_database(server: str = "redis://127.0.0.1:6379") -> str:
+    """A Redis database no test session or other benchmark uses meanwhile (the tests' reservation scheme).
+
+    Reserved with SET NX on database 0, from 15 down (test sessions take theirs from 1 up).
+    """
+    control = redis.Redis.from_url(f"{server}/0")
+    for number in range(15, 0, -1):
+        if control.set(f"roadie:test-session:db{number}", f"bench {os.getpid()}", nx=True, ex=3600):
+            atexit.register(control.delete, f"roadie:test-session:db{number}")
+            return f"{server}/{number}"
+    raise RuntimeError("all Redis databases 1-15 are reserved by test sessions or benchmarks")
+
+
+#: Per run, so two benchmarks (or a benchmark and a test session) never share a database.
+BENCH_DATABASE = f"roadie_bench_{os.getpid()}"
+REDIS_URL = os.environ.get("ROADIE_BENCH_REDIS_URL") or _reserve_redis_database()
 DATABASE_URL = PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
 
 
