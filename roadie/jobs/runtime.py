@@ -16,12 +16,13 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy import Select, and_, exists, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, exists, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -99,13 +100,18 @@ def _now(session: Session) -> dt.datetime:
     return session.execute(select(func.now())).scalar_one()
 
 
-def _claim_waiting_statement(job_id: uuid.UUID, lease_id: uuid.UUID, message_id: str, worker: str) -> Select[Any]:
-    """Claim a waiting job (queued, or retrying and due) and open its attempt, in one statement."""
+@lru_cache(maxsize=1)
+def _claim_waiting_statement() -> Select[Any]:
+    """Claim a waiting job (queued, or retrying and due) and open its attempt, in one statement.
+
+    Built once: its parameters are ``job``, ``lease``, ``worker`` and ``message``.
+    """
     now = func.now()
+    lease_id = bindparam("lease", type_=JobAttempt.lease_id.type)
     claimed = (
         update(Job)
         .where(
-            Job.id == job_id,
+            Job.id == bindparam("job", type_=Job.id.type),
             Job.cancel_requested.is_(False),
             or_(
                 Job.status == JobStatus.QUEUED,
@@ -134,9 +140,9 @@ def _claim_waiting_statement(job_id: uuid.UUID, lease_id: uuid.UUID, message_id:
             select(
                 claimed.c.id,
                 claimed.c.attempts,
-                literal(lease_id),
-                literal(worker),
-                literal(message_id),
+                lease_id,
+                bindparam("worker", type_=JobAttempt.worker.type),
+                bindparam("message", type_=JobAttempt.message_id.type),
                 literal("running"),  # column defaults are not applied inside a CTE
             ),
         )
@@ -154,7 +160,9 @@ def claim(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
     """
     lease_id = uuid.uuid4()
     with autocommit() as connection:
-        row = connection.execute(_claim_waiting_statement(job_id, lease_id, message_id, worker)).one_or_none()
+        row = connection.execute(
+            _claim_waiting_statement(), {"job": job_id, "lease": lease_id, "worker": worker, "message": message_id}
+        ).one_or_none()
     if row is not None:
         return Claim(row.id, lease_id, row.attempts, row.run_attempts, dict(row.payload))
     return _claim_other(job_id, message_id=message_id, worker=worker)
@@ -223,17 +231,16 @@ def _close_attempt(session: Session, claim_: Claim, outcome: str, code: str | No
     )
 
 
-def record_success(claim_: Claim, result: dict[str, Any]) -> bool:
-    """Store the result if this lease is still current; False means a successor owns the job.
-
-    One statement, committed on its own: the job and its attempt are closed together or not at all.
-    """
+@lru_cache(maxsize=1)
+def _record_success_statement() -> Select[Any]:
+    """Close a job with its result and its attempt, if ``lease`` is still current (built once)."""
+    lease_id = bindparam("lease", type_=Job.lease_id.type)
     done = (
         update(Job)
-        .where(Job.id == claim_.job_id, Job.lease_id == claim_.lease_id)
+        .where(Job.id == bindparam("job", type_=Job.id.type), Job.lease_id == lease_id)
         .values(
             status=JobStatus.SUCCEEDED,
-            result=result,
+            result=bindparam("result", type_=Job.result.type),
             progress_percent=100,
             finished_at=func.now(),
             lease_id=None,
@@ -246,12 +253,21 @@ def record_success(claim_: Claim, result: dict[str, Any]) -> bool:
     )
     closed = (
         update(JobAttempt)
-        .where(JobAttempt.lease_id == claim_.lease_id, exists(select(done.c.id)))
+        .where(JobAttempt.lease_id == lease_id, exists(select(done.c.id)))
         .values(outcome="succeeded", finished_at=func.now(), error_code=None, error_message=None)
         .cte("closed")
     )
+    return select(done.c.id).add_cte(closed)
+
+
+def record_success(claim_: Claim, result: dict[str, Any]) -> bool:
+    """Store the result if this lease is still current; False means a successor owns the job.
+
+    One statement, committed on its own: the job and its attempt are closed together or not at all.
+    """
+    parameters = {"job": claim_.job_id, "lease": claim_.lease_id, "result": result}
     with autocommit() as connection:
-        recorded = connection.execute(select(done.c.id).add_cte(closed)).scalar_one_or_none()
+        recorded = connection.execute(_record_success_statement(), parameters).scalar_one_or_none()
     return recorded is not None
 
 
