@@ -77,7 +77,9 @@ def relay_once(limit: int = 500) -> int:
         rows = session.execute(_take_due_statement(), {"limit": limit}).all()
         if not rows:
             return 0
-        with app.producer_or_acquire() as producer:
+        # One pipelined round trip to the broker for the batch where the transport can (Redis);
+        # a failed flush raises, so the rows stay in the outbox and are sent again.
+        with app.producer_or_acquire() as producer, producer.batch():
             for outbox_id, job_id, job_type, queue, request_id in rows:
                 app.send_task(
                     job_type,
