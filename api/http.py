@@ -68,8 +68,11 @@ def parse(model: type[M], data: Any, prefix: str = "") -> M:
         raise validation_error(exc, prefix) from exc
 
 
-async def require(session: AsyncSession, request: Request, scope: str) -> ApiClient:
-    """The calling client, which must hold ``scope`` (admins hold every scope): else 401 or 403."""
+async def require(session: AsyncSession | None, request: Request, scope: str) -> ApiClient:
+    """The calling client, which must hold ``scope`` (admins hold every scope): else 401 or 403.
+
+    Without a session, a key the process has not seen recently is looked up in a transaction of its own.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

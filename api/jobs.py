@@ -16,6 +16,7 @@ from api.http import base_url, parse, path_uuid, read_json, require
 from models.platform import JobStatus
 from roadie.db import async_transaction
 from roadie.jobs import intake
+from roadie.jobs.group_commit import group_commit
 from roadie.jobs.intake import IntakeError, JobFilter
 from roadie.jobs.types import job_types
 
@@ -74,10 +75,10 @@ async def submit_job(request: Request) -> JSONResponse:
             [{"field": "type", "reason": f"must be one of {', '.join(sorted(job_types()))}"}],
         )
     parse(job_type.payload_model, job_request.payload, "payload")
-    async with async_transaction() as session:
-        client = await require(session, request, "jobs:write")
-        submission = await intake.submit(session, job_type, job_request.payload, client=client, idempotency_key=key)
-        view = intake.job_view(submission.job, base_url=base_url(request))
+    client = await require(None, request, "jobs:write")
+    # Committed (with its outbox row) in one transaction with the jobs of concurrent requests.
+    submission = await group_commit().submit(job_type, job_request.payload, client=client, idempotency_key=key)
+    view = intake.job_view(submission.job, base_url=base_url(request))
     headers = {"Location": view["url"]}
     if submission.replayed:
         headers["Idempotent-Replayed"] = "true"

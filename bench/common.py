@@ -7,6 +7,7 @@ subprocess started here inherits the same ``ROADIE_*`` environment.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import signal
@@ -17,11 +18,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import psutil
 import psycopg
 import redis
 
@@ -29,8 +31,24 @@ from roadie.processes import ProcessGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ROADIE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-BENCH_DATABASE = os.environ.get("ROADIE_BENCH_DATABASE", "roadie_bench")  # one per concurrent run
-REDIS_URL = os.environ.get("ROADIE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def _reserve_redis_database(server: str = "redis://127.0.0.1:6379") -> str:
+    """A Redis database no test session or other benchmark uses meanwhile (the tests' reservation scheme).
+
+    Reserved with SET NX on database 0, from 15 down (test sessions take theirs from 1 up).
+    """
+    control = redis.Redis.from_url(f"{server}/0")
+    for number in range(15, 0, -1):
+        if control.set(f"roadie:test-session:db{number}", f"bench {os.getpid()}", nx=True, ex=3600):
+            atexit.register(control.delete, f"roadie:test-session:db{number}")
+            return f"{server}/{number}"
+    raise RuntimeError("all Redis databases 1-15 are reserved by test sessions or benchmarks")
+
+
+#: Per run, so two benchmarks (or a benchmark and a test session) never share a database.
+BENCH_DATABASE = f"roadie_bench_{os.getpid()}"
+REDIS_URL = os.environ.get("ROADIE_BENCH_REDIS_URL") or _reserve_redis_database()
 DATABASE_URL = PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
 
 
@@ -141,11 +159,30 @@ class Process(ProcessGroup):
     """A platform or baseline process of a run, whose CPU time the benchmarks report."""
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the process group leader so far (Linux /proc)."""
+        """User + system CPU so far of the process, its live children and the children it reaped
+        (a Celery worker's pool processes, recycled ones included; Linux /proc)."""
         if not self.alive:
             return 0.0
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        leader = psutil.Process(self.pid)
+        with leader.oneshot():
+            times = leader.cpu_times()
+            total = times.user + times.system + times.children_user + times.children_system
+        for child in leader.children(recursive=True):
+            with suppress(psutil.NoSuchProcess):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+        return total
+
+
+def postgres_cpu_seconds(database: str = BENCH_DATABASE) -> float:
+    """CPU so far of the PostgreSQL backends serving ``database`` (those still connected)."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cmdline"]):
+        with suppress(psutil.Error):
+            if process.info["name"] == "postgres" and f" {database} " in " ".join(process.info["cmdline"] or ()):
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
 
 
 @dataclass
@@ -194,11 +231,11 @@ class Bench:
     def relay(self) -> Process:
         return self.start("relay", [sys.executable, "-m", "roadie.cli", "relay"])
 
-    def uvicorn(self, name: str, app: str, port: int) -> Process:
-        """One uvicorn worker process; identical flags for Roadie and the baseline."""
+    def uvicorn(self, name: str, app: str, port: int, workers: int = 1) -> Process:
+        """uvicorn with ``workers`` worker processes; identical flags for Roadie and the baseline."""
         command = [
             sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--no-access-log", "--log-level", "warning",
+            "--workers", str(workers), "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
         return self.start(name, command)
 

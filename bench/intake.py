@@ -26,6 +26,7 @@ from bench.common import (
     database_connection,
     flush_broker,
     free_port,
+    postgres_cpu_seconds,
     print_table,
     run_main,
     sql_count,
@@ -43,6 +44,8 @@ class SideResult:
     accepted: int  # every 202, warm-up and tail included
     rejected: int  # other statuses and connection errors
     server_cpu_percent: float
+    server_cpu_s: float  # the API process(es), warm-up included, like ``accepted``
+    postgres_cpu_s: float  # the database backends meanwhile (the relay's included)
     loadgen_cpu_percent: float
     loadgen: dict[str, Any]
 
@@ -50,18 +53,19 @@ class SideResult:
 def load(bench: Bench, name: str, app: str, headers: list[str], args: argparse.Namespace) -> SideResult:
     """Serve ``app`` with uvicorn and drive it with the load generator; stop the server afterwards."""
     port = free_port()
-    server = bench.uvicorn(f"{name}-api", app, port)
+    server = bench.uvicorn(f"{name}-api", app, port, workers=args.workers)
     wait_port(port, server)
     command = [
         sys.executable, "-m", "bench.loadgen", "--url", f"http://127.0.0.1:{port}/v1/jobs", "--body", REQUEST_BODY,
         "--concurrency", str(args.concurrency), "--warmup", str(args.warmup), "--seconds", str(args.seconds),
         "--client", args.client, *(part for header in headers for part in ("--header", header)),
     ]  # fmt: skip
-    cpu_before, started = server.cpu_seconds(), time.monotonic()
+    cpu_before, pg_before, started = server.cpu_seconds(), postgres_cpu_seconds(), time.monotonic()
     loadgen = bench.start(f"{name}-loadgen", command, capture_stdout=True)
     assert loadgen.popen is not None
     out, _ = loadgen.popen.communicate(timeout=args.warmup + args.seconds + 60)
-    server_cpu = 100 * (server.cpu_seconds() - cpu_before) / (time.monotonic() - started)
+    server_cpu_s, postgres_cpu_s = server.cpu_seconds() - cpu_before, postgres_cpu_seconds() - pg_before
+    server_cpu = 100 * server_cpu_s / (time.monotonic() - started)
     if loadgen.popen.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{loadgen.log_tail()}")
     result: dict[str, Any] = json.loads(out)
@@ -81,9 +85,15 @@ def load(bench: Bench, name: str, app: str, headers: list[str], args: argparse.N
         accepted=accepted,
         rejected=rejected,
         server_cpu_percent=server_cpu,
+        server_cpu_s=server_cpu_s,
+        postgres_cpu_s=postgres_cpu_s,
         loadgen_cpu_percent=float(result["cpu_percent"]),
         loadgen={k: v for k, v in result.items() if k != "latencies_s"},
     )
+
+
+def per_request(cpu_s: float, side: SideResult) -> float:
+    return 1e6 * cpu_s / side.accepted if side.accepted else 0.0
 
 
 def main() -> int:
@@ -92,6 +102,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per side (default 2)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator's HTTP client")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, for both sides (default 1)")
     args = parser.parse_args()
     problems: list[str] = []
 
@@ -100,10 +111,14 @@ def main() -> int:
 
         relay = bench.relay()
         headers = [f"Authorization: Bearer {create_api_key()}"]
-        print(f"roadie: api.app:app + relay, {args.concurrency} clients, {args.warmup:g}s warm-up + {args.seconds:g}s")
+        print(
+            f"roadie: api.app:app ({args.workers} uvicorn worker(s)) + relay, {args.concurrency} clients, "
+            f"{args.warmup:g}s warm-up + {args.seconds:g}s"
+        )
         relay_cpu_before, relay_started = relay.cpu_seconds(), time.monotonic()
         roadie = load(bench, "roadie", "api.app:app", headers, args)
-        relay_cpu = 100 * (relay.cpu_seconds() - relay_cpu_before) / (time.monotonic() - relay_started)
+        relay_cpu_s = relay.cpu_seconds() - relay_cpu_before
+        relay_cpu = 100 * relay_cpu_s / (time.monotonic() - relay_started)
         with database_connection() as db, broker() as redis_client:
             backlog = sql_count(db, "SELECT count(*) FROM outbox")
             drain_started = time.monotonic()
@@ -123,7 +138,10 @@ def main() -> int:
             problems.append(f"roadie: {roadie_queued} messages on the broker for {ledger_jobs} jobs")
 
         flush_broker()
-        print(f"baseline: bench.bare_app:app, {args.concurrency} clients, {args.warmup:g}s warm-up + {args.seconds:g}s")
+        print(
+            f"baseline: bench.bare_app:app ({args.workers} uvicorn worker(s)), {args.concurrency} clients, "
+            f"{args.warmup:g}s warm-up + {args.seconds:g}s"
+        )
         baseline = load(bench, "baseline", "bench.bare_app:app", headers, args)
         with broker() as redis_client:
             baseline_queued = int(redis_client.llen("default"))
@@ -141,6 +159,14 @@ def main() -> int:
             Row("API process CPU (%)", roadie.server_cpu_percent, baseline.server_cpu_percent, 0),
             Row("relay process CPU (%)", relay_cpu, 0, 0),
             Row("load generator CPU (%)", roadie.loadgen_cpu_percent, baseline.loadgen_cpu_percent, 0),
+            Row(
+                "API CPU per 202 (us)",
+                per_request(roadie.server_cpu_s, roadie),
+                per_request(baseline.server_cpu_s, baseline),
+                0,
+            ),
+            Row("relay CPU per 202 (us)", per_request(relay_cpu_s, roadie), 0, 0),
+            Row("Postgres CPU per 202 (us)", per_request(roadie.postgres_cpu_s, roadie), 0, 0),
         ],
     )
     print(

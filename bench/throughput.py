@@ -35,6 +35,7 @@ from bench.common import (
     broker,
     database_connection,
     flush_broker,
+    postgres_cpu_seconds,
     print_table,
     run_main,
     sql_count,
@@ -53,6 +54,8 @@ class SideResult:
     jobs: int
     publish_s: float  # putting every job on the broker, before t0 (not part of the result)
     total_s: float  # t0 (add_consumer) until every job ran
+    worker_cpu_s: float  # the worker's processes between t0 and the end
+    postgres_cpu_s: float  # the database backends meanwhile
 
     @property
     def per_second(self) -> float:
@@ -84,10 +87,13 @@ def timed(
         queued = int(redis_client.llen(QUEUE))
     if queued != jobs:
         raise RuntimeError(f"{queued} messages on {QUEUE!r} before t0, expected {jobs}")
+    cpu_before, pg_before = worker.cpu_seconds(), postgres_cpu_seconds()
     t0 = time.perf_counter()
     celery_app.control.add_consumer(QUEUE, reply=False)
     wait_until(done, timeout=TIMEOUT_S, what="every job to run", process=worker, every=POLL_S)
-    return SideResult(queued, publish_s, time.perf_counter() - t0)
+    total_s = time.perf_counter() - t0
+    cpu_s, pg_s = worker.cpu_seconds() - cpu_before, postgres_cpu_seconds() - pg_before
+    return SideResult(queued, publish_s, total_s, cpu_s, pg_s)
 
 
 def insert_jobs(count: int) -> None:
@@ -175,6 +181,13 @@ def main() -> int:
             Row("total time (s)", roadie.total_s, baseline.total_s, 2),
             Row("enqueue N before t0 (s, untimed)", roadie.publish_s, baseline.publish_s, 2),
             Row("ms per job (total / N)", 1000 * roadie.total_s / args.jobs, 1000 * baseline.total_s / args.jobs, 2),
+            Row(
+                "worker CPU per job (us)",
+                1e6 * roadie.worker_cpu_s / args.jobs,
+                1e6 * baseline.worker_cpu_s / args.jobs,
+                0,
+            ),
+            Row("Postgres CPU per job (us)", 1e6 * roadie.postgres_cpu_s / args.jobs, 0, 0),
         ],
     )
     print(

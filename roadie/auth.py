@@ -1,15 +1,27 @@
-"""API keys: random, shown once, stored only as SHA-256 hashes, each with scopes."""
+"""API keys: random, shown once, stored only as SHA-256 hashes, each with scopes.
+
+Each API process remembers a successful lookup for ``ROADIE_API_KEY_CACHE_TTL_S`` seconds, so a
+busy client costs one key lookup per interval rather than one per request. Revoking a key
+(``api_clients.revoked_at``) therefore reaches reads within that interval; job creation checks
+the live client row in the insert itself, so a revoked key creates no job from the moment of
+revocation. Unknown keys are never cached.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from models.platform import SCOPES, ApiClient
+from roadie.db import async_transaction
+from roadie.settings import get_settings
 
 KEY_PREFIX = "rk_live_"
 
@@ -37,9 +49,36 @@ async def create_client(session: AsyncSession, name: str, scopes: Iterable[str])
     return client, raw_key
 
 
-async def authenticate(session: AsyncSession, raw_key: str) -> ApiClient | None:
-    """The live client owning this key, or None."""
-    client = await session.scalar(select(ApiClient).where(ApiClient.key_hash == hash_key(raw_key)))
+#: Lookups remembered per process: key hash -> (monotonic expiry, the client's column values).
+_lookups: dict[str, tuple[float, dict[str, Any]]] = {}
+#: Past this many remembered keys the cache starts afresh (it is a cache, not a registry).
+MAX_CACHED_KEYS = 10_000
+
+
+def _detached_copy(columns: dict[str, Any]) -> ApiClient:
+    """A client object of the caller's own, as if loaded by a session that has since closed."""
+    client = ApiClient(**(columns | {"scopes": list(columns["scopes"])}))
+    make_transient_to_detached(client)
+    return client
+
+
+async def authenticate(session: AsyncSession | None, raw_key: str) -> ApiClient | None:
+    """The live client owning this key, or None; ``session`` None: look it up in a transaction of its own."""
+    key_hash = hash_key(raw_key)
+    remembered = _lookups.get(key_hash)
+    if remembered is not None and remembered[0] > time.monotonic():
+        return _detached_copy(remembered[1])
+    if session is None:
+        async with async_transaction() as own:
+            return await authenticate(own, raw_key)
+    client = await session.scalar(select(ApiClient).where(ApiClient.key_hash == key_hash))
     if client is None or client.revoked_at is not None:
+        _lookups.pop(key_hash, None)
         return None
+    ttl = get_settings().api_key_cache_ttl_s
+    if ttl > 0:
+        if len(_lookups) >= MAX_CACHED_KEYS:
+            _lookups.clear()
+        columns = {name: getattr(client, name) for name in ApiClient.__table__.c.keys()}  # noqa: SIM118
+        _lookups[key_hash] = (time.monotonic() + ttl, columns | {"scopes": list(client.scopes)})
     return client

@@ -2,27 +2,60 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from roadie.settings import get_settings
+
+#: A pooled connection back in the pool for less than this is handed out without a ping.
+PING_IF_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> Engine:
+    """Like ``pool_pre_ping``, but only for connections idle past PING_IF_IDLE_S.
+
+    A worker or the API's group commit checks out a connection per step, back to back; a ping
+    each time doubled their round trips. A connection that was fine a moment ago is used as it
+    is; one that sat idle (a database restart, a dropped socket) is tested and replaced first.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from_now(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) <= PING_IF_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError from exc  # the pool replaces the connection and tries again
+
+    return engine
 
 
 @lru_cache(maxsize=1)
 def sync_engine() -> Engine:
     """The process's engine for workers, beat, the relay and the CLI."""
-    return create_engine(get_settings().sqlalchemy_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return _ping_when_idle(create_engine(get_settings().sqlalchemy_url, pool_size=5, max_overflow=10))
 
 
 @lru_cache(maxsize=1)
 def async_engine() -> AsyncEngine:
     """The API's engine; one per process, created lazily inside the running loop."""
-    return create_async_engine(get_settings().sqlalchemy_url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+    engine = create_async_engine(get_settings().sqlalchemy_url, pool_size=20, max_overflow=20)
+    _ping_when_idle(engine.sync_engine)
+    return engine
 
 
 def dispose_engines() -> None:
@@ -38,6 +71,13 @@ def transaction() -> Iterator[Session]:
     """One database transaction: committed when the block returns, rolled back when it raises."""
     with sessionmaker(sync_engine(), expire_on_commit=False).begin() as session:
         yield session
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A connection whose every statement commits on its own: one round trip for a one-statement step."""
+    with sync_engine().connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ import re
 import sys
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping
+from functools import lru_cache
 from typing import Any, TextIO
 
 import structlog
@@ -66,14 +67,32 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str
     (re.compile(r"\[\s*(?:\d{1,3}\s*,\s*){63}\d{1,3}\s*\]"), "[REDACTED keypair]"),
 )
 
+#: ASCII text that holds none of these (once lower-cased) is left as it is: each pattern needs one.
+_MAYBE_SECRET = re.compile(r"rk_live_|authori[sz]ation|bearer|basic|" + _SECRET_NAME + r"|\[\s*\d")
+
 _state: dict[str, Any] = {"configured": False, "service": "roadie"}
 
 
 def redact_text(text: str) -> str:
     """Mask API keys, Authorization credentials, secret-named values and keypairs in free text."""
+    # Most values (ids, names, paths) cannot hold a secret: one case-sensitive scan instead of five
+    # case-insensitive substitutions. Non-ASCII text always takes the full way, as Unicode case
+    # folding (the long s, U+017F, matches "s") is more than lower().
+    if text.isascii() and _MAYBE_SECRET.search(text.lower()) is None:
+        return text
+    return _substitute(text)
+
+
+def _substitute(text: str) -> str:
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+@lru_cache(maxsize=4096)
+def _secret_name(key: str) -> bool:
+    """Whether a field name says its value is secret (field names repeat: the answer is remembered)."""
+    return _SECRET_KEY.search(key) is not None
 
 
 def _is_keypair(value: Any) -> bool:
@@ -98,7 +117,7 @@ def redact_value(value: Any, depth: int = 0) -> Any:
         return REDACTED
     if isinstance(value, Mapping):
         return {
-            key: (REDACTED if _SECRET_KEY.search(str(key)) and val is not None else redact_value(val, depth + 1))
+            key: (REDACTED if _secret_name(str(key)) and val is not None else redact_value(val, depth + 1))
             for key, val in value.items()
         }
     if isinstance(value, list | tuple | set | frozenset):

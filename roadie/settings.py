@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         description="Signs the admin console's session cookies. Unset: a random one per API process start.",
     )
 
+    # Intake performance (issue 2, item 10)
+    api_key_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long an API process reuses a key lookup. A revoked key creates no job at once, "
+        "but may still read for this long; 0: look the key up on every request.",
+    )
+
     # Media pool and uploads (issue 3)
     blob_dir: Path = Field(
         default=Path(".roadie/blobs"),

@@ -46,9 +46,27 @@ def fingerprint(job_type: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _lock_key(client_id: uuid.UUID, key: str) -> int:
+def lock_key(client_id: uuid.UUID, key: str) -> int:
+    """The transaction-level advisory lock that makes one request at a time own a client's key."""
     digest = hashlib.sha256(f"{client_id}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def idempotency_outcome(previous: IdempotencyKey, fingerprint_: str, now: dt.datetime) -> bool:
+    """Whether a stored key replays its job (True) or has expired and is replaced (False).
+
+    A live key stored with another request body is refused with 422.
+    """
+    if previous.expires_at <= now:
+        return False
+    if previous.fingerprint != fingerprint_:
+        raise IntakeError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+            [{"field": "Idempotency-Key", "reason": "already used with a different body"}],
+        )
+    return True
 
 
 def new_job(job_type: JobType, payload: dict[str, Any], **fields: Any) -> Job:
@@ -77,20 +95,13 @@ async def replayed_job(
     Takes the key's transaction lock first: a request with the same key still in its transaction
     is 409, and the same key with another fingerprint 422. An expired key is forgotten.
     """
-    locked = await session.scalar(select(func.pg_try_advisory_xact_lock(_lock_key(client.id, idempotency_key))))
+    locked = await session.scalar(select(func.pg_try_advisory_xact_lock(lock_key(client.id, idempotency_key))))
     if not locked:
         raise IntakeError(409, "idempotency_in_flight", "a request with this Idempotency-Key is in progress")
     previous = await session.scalar(
         select(IdempotencyKey).where(IdempotencyKey.client_id == client.id, IdempotencyKey.key == idempotency_key)
     )
-    if previous is not None and previous.expires_at > now:
-        if previous.fingerprint != print_:
-            raise IntakeError(
-                422,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request body",
-                [{"field": "Idempotency-Key", "reason": "already used with a different body"}],
-            )
+    if previous is not None and idempotency_outcome(previous, print_, now):
         return await load_job(session, previous.job_id)
     if previous is not None:
         await session.delete(previous)

@@ -11,10 +11,11 @@ import datetime as dt
 import logging
 import select as io_select
 import threading
+from functools import lru_cache
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.engine import CursorResult, make_url
 
 from models.platform import IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
@@ -29,6 +30,41 @@ NOTIFY_CHANNEL = "roadie_outbox"
 MAX_REPUBLISH_WAIT_S = 3600
 
 
+@lru_cache(maxsize=1)
+def _take_due_statement() -> Select[Any]:
+    """Take up to ``limit`` due outbox rows and mark their jobs published, in one statement (built once).
+
+    The rows are locked (others skip them), deleted and the jobs stamped in the caller's
+    transaction, which commits only after the messages are on the broker.
+    """
+    due = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.available_at <= func.now())
+        .order_by(OutboxMessage.id)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    taken = (
+        delete(OutboxMessage)
+        .where(OutboxMessage.id.in_(select(due.c.id)))
+        .returning(OutboxMessage.id, OutboxMessage.job_id)
+        .cte("taken")
+    )
+    marked = (
+        update(Job)
+        .where(Job.id.in_(select(taken.c.job_id)))
+        .values(published_at=func.now(), publish_count=Job.publish_count + 1)
+        .returning(Job.id, Job.type, Job.queue, Job.request_id)
+        .cte("marked")
+    )
+    return (
+        select(taken.c.id, taken.c.job_id, marked.c.type, marked.c.queue, marked.c.request_id)
+        .join(marked, marked.c.id == taken.c.job_id)
+        .order_by(taken.c.id)
+    )
+
+
 def relay_once(limit: int = 500) -> int:
     """Publish due outbox rows and delete them, in one transaction; returns how many were sent.
 
@@ -38,17 +74,12 @@ def relay_once(limit: int = 500) -> int:
     from workers.app import app
 
     with transaction() as session:
-        rows = session.execute(
-            select(OutboxMessage.id, OutboxMessage.job_id, Job.type, Job.queue, Job.request_id)
-            .join(Job, Job.id == OutboxMessage.job_id)
-            .where(OutboxMessage.available_at <= func.now())
-            .order_by(OutboxMessage.id)
-            .limit(limit)
-            .with_for_update(of=OutboxMessage, skip_locked=True)
-        ).all()
+        rows = session.execute(_take_due_statement(), {"limit": limit}).all()
         if not rows:
             return 0
-        with app.producer_or_acquire() as producer:
+        # One pipelined round trip to the broker for the batch where the transport can (Redis);
+        # a failed flush raises, so the rows stay in the outbox and are sent again.
+        with app.producer_or_acquire() as producer, producer.batch():
             for outbox_id, job_id, job_type, queue, request_id in rows:
                 app.send_task(
                     job_type,
@@ -58,12 +89,6 @@ def relay_once(limit: int = 500) -> int:
                     producer=producer,
                     headers={REQUEST_ID_HEADER: request_id} if request_id else None,
                 )
-        session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])))
-        session.execute(
-            update(Job)
-            .where(Job.id.in_({r.job_id for r in rows}))
-            .values(published_at=func.now(), publish_count=Job.publish_count + 1)
-        )
     for _, job_id, job_type, _, request_id in rows:
         log.info("job.published", extra={"job_id": str(job_id), "job_type": job_type, "request_id": request_id})
     return len(rows)

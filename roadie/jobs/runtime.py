@@ -7,25 +7,27 @@ presumed dead and comes back cannot overwrite the work of its successor.
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import logging
+import os
 import random
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, and_, bindparam, exists, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from models.platform import Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
-from roadie.db import transaction
+from roadie.db import autocommit, transaction
 from roadie.jobs.errors import JobCancelled, JobError, TransientError, WaitForChildren
 from roadie.jobs.types import JobType
 from roadie.settings import get_settings
@@ -98,8 +100,75 @@ def _now(session: Session) -> dt.datetime:
     return session.execute(select(func.now())).scalar_one()
 
 
+@lru_cache(maxsize=1)
+def _claim_waiting_statement() -> Select[Any]:
+    """Claim a waiting job (queued, or retrying and due) and open its attempt, in one statement.
+
+    Built once: its parameters are ``job``, ``lease``, ``worker`` and ``message``.
+    """
+    now = func.now()
+    lease_id = bindparam("lease", type_=JobAttempt.lease_id.type)
+    claimed = (
+        update(Job)
+        .where(
+            Job.id == bindparam("job", type_=Job.id.type),
+            Job.cancel_requested.is_(False),
+            or_(
+                Job.status == JobStatus.QUEUED,
+                and_(
+                    Job.status == JobStatus.RETRYING,
+                    or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
+                ),
+            ),
+        )
+        .values(
+            attempts=Job.attempts + 1,
+            run_attempts=Job.run_attempts + 1,
+            status=JobStatus.RUNNING,
+            lease_id=lease_id,
+            started_at=func.coalesce(Job.started_at, now),
+            heartbeat_at=now,
+            next_attempt_at=None,
+        )
+        .returning(Job.id, Job.attempts, Job.run_attempts, Job.payload)
+        .cte("claimed")
+    )
+    opened = (
+        insert(JobAttempt)
+        .from_select(
+            ["job_id", "number", "lease_id", "worker", "message_id", "outcome"],
+            select(
+                claimed.c.id,
+                claimed.c.attempts,
+                lease_id,
+                bindparam("worker", type_=JobAttempt.worker.type),
+                bindparam("message", type_=JobAttempt.message_id.type),
+                literal("running"),  # column defaults are not applied inside a CTE
+            ),
+        )
+        .cte("opened")
+    )
+    return select(claimed).add_cte(opened)
+
+
 def claim(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
-    """Take the job for this delivery, or return None when the delivery is a duplicate to drop."""
+    """Take the job for this delivery, or return None when the delivery is a duplicate to drop.
+
+    The usual case, a waiting job, is one statement committed on its own. Everything else (a
+    redelivery, a live or expired lease, a cancel request, a finished or unknown job) is decided
+    in a transaction that locks the row.
+    """
+    lease_id = uuid.uuid4()
+    with autocommit() as connection:
+        row = connection.execute(
+            _claim_waiting_statement(), {"job": job_id, "lease": lease_id, "worker": worker, "message": message_id}
+        ).one_or_none()
+    if row is not None:
+        return Claim(row.id, lease_id, row.attempts, row.run_attempts, dict(row.payload))
+    return _claim_other(job_id, message_id=message_id, worker=worker)
+
+
+def _claim_other(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
     settings = get_settings()
     with transaction() as session:
         row = session.execute(select(Job, func.now()).where(Job.id == job_id).with_for_update(of=Job)).one_or_none()
@@ -162,27 +231,44 @@ def _close_attempt(session: Session, claim_: Claim, outcome: str, code: str | No
     )
 
 
+@lru_cache(maxsize=1)
+def _record_success_statement() -> Select[Any]:
+    """Close a job with its result and its attempt, if ``lease`` is still current (built once)."""
+    lease_id = bindparam("lease", type_=Job.lease_id.type)
+    done = (
+        update(Job)
+        .where(Job.id == bindparam("job", type_=Job.id.type), Job.lease_id == lease_id)
+        .values(
+            status=JobStatus.SUCCEEDED,
+            result=bindparam("result", type_=Job.result.type),
+            progress_percent=100,
+            finished_at=func.now(),
+            lease_id=None,
+            error_code=None,
+            error_message=None,
+            error_traceback=None,
+        )
+        .returning(Job.id)
+        .cte("done")
+    )
+    closed = (
+        update(JobAttempt)
+        .where(JobAttempt.lease_id == lease_id, exists(select(done.c.id)))
+        .values(outcome="succeeded", finished_at=func.now(), error_code=None, error_message=None)
+        .cte("closed")
+    )
+    return select(done.c.id).add_cte(closed)
+
+
 def record_success(claim_: Claim, result: dict[str, Any]) -> bool:
-    """Store the result if this lease is still current; False means a successor owns the job."""
-    with transaction() as session:
-        done = session.execute(
-            update(Job)
-            .where(Job.id == claim_.job_id, Job.lease_id == claim_.lease_id)
-            .values(
-                status=JobStatus.SUCCEEDED,
-                result=result,
-                progress_percent=100,
-                finished_at=func.now(),
-                lease_id=None,
-                error_code=None,
-                error_message=None,
-                error_traceback=None,
-            )
-            .returning(Job.id)
-        ).scalar_one_or_none()
-        if done:
-            _close_attempt(session, claim_, "succeeded", None, None)
-        return done is not None
+    """Store the result if this lease is still current; False means a successor owns the job.
+
+    One statement, committed on its own: the job and its attempt are closed together or not at all.
+    """
+    parameters = {"job": claim_.job_id, "lease": claim_.lease_id, "result": result}
+    with autocommit() as connection:
+        recorded = connection.execute(_record_success_statement(), parameters).scalar_one_or_none()
+    return recorded is not None
 
 
 def record_failure(claim_: Claim, exc: BaseException, max_attempts: int) -> str | None:
@@ -255,34 +341,69 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     return "internal_error", f"{type(exc).__name__}: {exc}"
 
 
-class Heartbeat(threading.Thread):
-    """Beats for a running job so the reaper can tell a live worker from a lost one."""
+class Heartbeats:
+    """One thread per process beats for every job the process runs, so the reaper can tell a live
+    worker from a lost one; a job's first beat comes at most one interval after its claim.
 
-    def __init__(self, context: JobContext, interval_s: float) -> None:
-        super().__init__(name=f"heartbeat-{context.job_id}", daemon=True)
-        self.context, self.interval_s, self._stop_event = context, interval_s, threading.Event()
-        self._log_context = contextvars.copy_context()  # the task's request id on this thread's lines too
+    One UPDATE per interval covers all of the process's jobs (a prefork child runs one at a time,
+    a thread pool several), and tells each job whether it was asked to cancel.
+    """
 
-    def run(self) -> None:
-        self._log_context.run(self._beat)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[uuid.UUID, JobContext] = {}
+        self._thread: threading.Thread | None = None
 
-    def _beat(self) -> None:
-        while not self._stop_event.wait(self.interval_s):
+    def add(self, context: JobContext) -> None:
+        with self._lock:
+            self._running[context.lease_id] = context
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._beat_forever, name="heartbeats", daemon=True)
+                self._thread.start()
+
+    def remove(self, context: JobContext) -> None:
+        with self._lock:
+            self._running.pop(context.lease_id, None)
+
+    def _beat_forever(self) -> None:
+        interval_s = get_settings().heartbeat_interval_s
+        while True:
+            time.sleep(interval_s)
+            with self._lock:
+                running = list(self._running.values())
+            if not running:
+                continue
             try:
-                with transaction() as session:
-                    cancel = session.execute(
-                        update(Job)
-                        .where(Job.id == self.context.job_id, Job.lease_id == self.context.lease_id)
-                        .values(heartbeat_at=func.now())
-                        .returning(Job.cancel_requested)
-                    ).scalar_one_or_none()
-                if cancel:
-                    self.context._cancel_requested.set()
-            except Exception:  # a missed beat must not end the beating: the reaper would take the job
-                log.warning("heartbeat.failed", exc_info=True)
+                self.beat(running)
+            except Exception:  # a missed beat must not end the beating: the reaper would take the jobs
+                log.warning("heartbeat.failed", extra={"job_ids": [str(c.job_id) for c in running]}, exc_info=True)
 
-    def stop(self) -> None:
-        self._stop_event.set()
+    @staticmethod
+    def beat(running: list[JobContext]) -> None:
+        """Stamp the jobs whose lease is still current; flag those asked to cancel."""
+        by_lease = {context.lease_id: context for context in running}
+        with autocommit() as connection:
+            rows = connection.execute(
+                update(Job)
+                .where(tuple_(Job.id, Job.lease_id).in_([(c.job_id, c.lease_id) for c in running]))
+                .values(heartbeat_at=func.now())
+                .returning(Job.lease_id, Job.cancel_requested)
+            ).all()
+        for lease_id, cancel in rows:
+            if cancel and lease_id is not None:
+                by_lease[lease_id]._cancel_requested.set()
+
+
+_heartbeats = Heartbeats()
+
+
+def _fresh_heartbeats_after_fork() -> None:
+    """A forked child has none of its parent's threads: it starts its own when it runs a job."""
+    global _heartbeats  # noqa: PLW0603 - one per process
+    _heartbeats = Heartbeats()
+
+
+os.register_at_fork(after_in_child=_fresh_heartbeats_after_fork)
 
 
 def execute(job_type: JobType, job_id: uuid.UUID, *, message_id: str, worker: str) -> str | None:
@@ -291,8 +412,8 @@ def execute(job_type: JobType, job_id: uuid.UUID, *, message_id: str, worker: st
     if claim_ is None:
         return None
     context = JobContext(claim_.job_id, claim_.lease_id, claim_.attempt, claim_.run_attempt)
-    heartbeat = Heartbeat(context, get_settings().heartbeat_interval_s)
-    heartbeat.start()
+    heartbeats = _heartbeats
+    heartbeats.add(context)
     try:
         payload = job_type.payload_model.model_validate(claim_.payload)
         result = job_type.handler(payload, context)
@@ -301,5 +422,5 @@ def execute(job_type: JobType, job_id: uuid.UUID, *, message_id: str, worker: st
     except Exception as exc:  # noqa: BLE001 - every outcome is recorded in the ledger
         return record_failure(claim_, exc, job_type.max_attempts)
     finally:
-        heartbeat.stop()
+        heartbeats.remove(context)
     return JobStatus.SUCCEEDED if record_success(claim_, result) else None
