@@ -1,10 +1,13 @@
 """Load test: the intake driven at a fixed rate against the whole local process set (`roadie up`).
 
 ``python -m bench.loadtest [--rate 40] [--seconds 180]`` starts the platform as `roadie up` does (the
-API, the outbox relay, one Celery worker per pool and beat) on a scratch database and broker, then
-sends ``POST /v1/jobs`` open loop: request *i* leaves at ``start + i / rate`` whether or not earlier
-ones have answered, so a slow server shows up as latency instead of a lower offered rate. The mix
-holds fast, slow, retried-once and failing jobs, and some requests repeat an earlier Idempotency-Key.
+API, the outbox relay, one Celery worker per pool, beat, and the embedded IPFS node and local chain)
+on a scratch database and broker, then sends ``POST /v1/jobs`` open loop: request *i* leaves at
+``start + i / rate`` whether or not earlier ones have answered, so a slow server shows up as latency
+instead of a lower offered rate. The mix holds fast, slow, retried-once and failing echo jobs,
+ledger invariant checks, and some requests that repeat an earlier Idempotency-Key; beside them,
+every ``--upload-every`` seconds a generated 8-second track is sent to ``POST /v1/tracks`` with
+minting asked, so the media, ipfs and chain pools work under the same load.
 
 Once the load stops it waits for every accepted job to settle, then checks the ledger:
 
@@ -21,15 +24,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -47,7 +53,8 @@ class Kind:
     weight: float
     payload: dict[str, Any]
     outcome: str
-    attempts: int
+    attempts: int  # at most; a pipeline parent runs once more after each stage it waits for
+    job_type: str = "platform.echo"
 
 
 MIX: tuple[Kind, ...] = (
@@ -56,7 +63,9 @@ MIX: tuple[Kind, ...] = (
     Kind("retried-once", 8, {"fail": "transient", "fail_times": 1}, "succeeded", 2),
     Kind("fails", 5, {"fail": "permanent"}, "failed", 1),
     Kind("large-8KiB", 2, {"blob": "x" * 8192}, "succeeded", 1),
+    Kind("ledger-check", 3, {}, "succeeded", 1, "ledger.check"),
 )
+UPLOAD = Kind("track+mint", 0, {}, "succeeded", 12, "track.ingest")
 REPLAY_SHARE = 0.03  # of requests that resend an earlier request (same key, same body)
 
 
@@ -100,7 +109,50 @@ async def post(client: httpx.AsyncClient, sent: Sent, results: Results, *, repla
         results.replay_mismatches.append(f"key {sent.key}: {sent.job_id} then {job_id}")
 
 
-async def drive(base_url: str, api_key: str, rate: float, seconds: float, seed: int) -> Results:
+async def _at(moment: float, work: Coroutine[Any, Any, None]) -> None:
+    await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+    await work
+
+
+def sample_track(folder: Path) -> bytes:
+    """8 seconds of a generated chord as FLAC: what every upload of the run sends."""
+    from roadie.media import ffmpeg
+
+    audio = folder / "load.flac"
+    tones = [arg for hz in (220, 277.18, 329.63) for arg in ("-f", "lavfi", "-i", f"sine=frequency={hz}:duration=8")]
+    command = [ffmpeg.tools().ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *tones]
+    subprocess.run([*command, "-filter_complex", "amix=inputs=3", "-ac", "2", str(audio)], check=True)
+    return audio.read_bytes()
+
+
+async def upload(client: httpx.AsyncClient, audio: bytes, n: int, results: Results) -> None:
+    """One track upload with minting asked; its ``track.ingest`` job joins the checked jobs."""
+    from solders.keypair import Keypair
+
+    sent = Sent(UPLOAD, f"load-track-{uuid.uuid4()}", {})
+    metadata = {"title": f"Load {n}", "artist_wallet": str(Keypair().pubkey()), "mint": True}
+    files: dict[str, tuple[str | None, bytes | str, str]] = {
+        "metadata": (None, json.dumps(metadata), "application/json"),
+        "audio": ("load.flac", audio, "application/octet-stream"),
+    }
+    started = time.perf_counter()
+    try:
+        response = await client.post("/v1/tracks", files=files, headers={"Idempotency-Key": sent.key})
+    except httpx.HTTPError as exc:
+        results.errors[type(exc).__name__] += 1
+        return
+    results.statuses[str(response.status_code)] += 1
+    if response.status_code != 202:
+        results.errors[f"HTTP {response.status_code} (upload)"] += 1
+        return
+    results.http_latency.setdefault(UPLOAD.name, []).append(time.perf_counter() - started)
+    sent.job_id = str(response.json()["id"])
+    results.accepted[sent.job_id] = sent
+
+
+async def drive(
+    base_url: str, api_key: str, rate: float, seconds: float, seed: int, upload_every: float, audio: bytes
+) -> Results:
     """Send ``rate * seconds`` requests open loop; return what the API answered."""
     rng = random.Random(seed)
     results = Results()
@@ -110,6 +162,10 @@ async def drive(base_url: str, api_key: str, rate: float, seconds: float, seed: 
     async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=30) as client:
         tasks: list[asyncio.Task[None]] = []
         start = time.perf_counter()
+        if upload_every > 0:
+            for n in range(int(seconds / upload_every)):
+                at = start + n * upload_every
+                tasks.append(asyncio.create_task(_at(at, upload(client, audio, n, results))))
         for i in range(int(rate * seconds)):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
@@ -119,13 +175,14 @@ async def drive(base_url: str, api_key: str, rate: float, seconds: float, seed: 
                 tasks.append(asyncio.create_task(post(client, rng.choice(replayable), results, replay=True)))
                 continue
             kind = rng.choices(MIX, weights=[k.weight for k in MIX])[0]
-            body = {"type": "platform.echo", "payload": {"n": i, **kind.payload}}
+            payload = {"n": i, **kind.payload} if kind.job_type == "platform.echo" else kind.payload
+            body = {"type": kind.job_type, "payload": payload}
             sent = Sent(kind, f"load-{uuid.uuid4()}", body)
             history.append(sent)
             tasks.append(asyncio.create_task(post(client, sent, results, replay=False)))
         await asyncio.gather(*tasks)
         offered = time.perf_counter() - start
-    print(f"offered {len(tasks)} requests in {offered:.1f}s ({len(tasks) / offered:.1f}/s)")
+    print(f"offered {len(tasks)} requests in {offered:.1f}s ({len(tasks) / offered:.1f}/s, uploads included)")
     return results
 
 
@@ -189,7 +246,7 @@ def report(results: Results, rows: dict[str, tuple[Any, ...]], seconds: float) -
     print(f"HTTP statuses {dict(results.statuses)}; errors {dict(results.errors) or 'none'}")
     print(f"\n{'kind':14} {'jobs':>6} {'HTTP p50':>8} {'p99 ms':>8} {'e2e p50':>8} {'p99 ms':>8}")
     everything: list[float] = []
-    for kind in MIX:
+    for kind in (*MIX, UPLOAD):
         e2e = end_to_end.get(kind.name, [])
         everything += e2e
         print(f"{kind.name:14} {len(e2e):6} {percentiles(results.http_latency.get(kind.name, []))} {percentiles(e2e)}")
@@ -207,6 +264,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=180.0, help="how long to offer load")
     parser.add_argument("--stall", type=float, default=60.0, help="give up when no job finished for this long")
     parser.add_argument("--seed", type=int, default=1, help="seed of the mix")
+    parser.add_argument("--upload-every", type=float, default=6.0, help="seconds between track uploads; 0: none")
     args = parser.parse_args()
 
     home = tempfile.mkdtemp(prefix="roadie-loadtest-")
@@ -218,7 +276,11 @@ def main() -> int:
 
         with running_platform() as platform:
             print(f"platform up: {', '.join(platform.processes)}; offering {args.rate:g}/s for {args.seconds:g}s")
-            results = asyncio.run(drive(platform.base_url, create_api_key(), args.rate, args.seconds, args.seed))
+            key = create_api_key(("jobs:write", "jobs:read", "tracks:write"))
+            audio = sample_track(Path(home))
+            results = asyncio.run(
+                drive(platform.base_url, key, args.rate, args.seconds, args.seed, args.upload_every, audio)
+            )
             rows = settle(list(results.accepted), args.stall)
             return report(results, rows, args.seconds)
 
