@@ -239,6 +239,17 @@ def worker(processes: Processes) -> Iterator[ProcessGroup]:
     process.stop()
 
 
+@pytest.fixture
+def own_workers(worker: ProcessGroup, processes: Processes) -> Iterator[Processes]:
+    """The shared worker is stopped for the test (which starts and kills its own) and started again afterwards."""
+    worker.stop()
+    yield processes
+    for process in processes.running:
+        if process is not worker and process.name.startswith("worker-") and process.alive:
+            process.kill()
+    worker.start()
+
+
 def create_key(name: str, scopes: list[str]) -> str:
     from roadie.auth import create_client
     from roadie.db import async_transaction

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import psutil
@@ -19,20 +18,8 @@ from sqlalchemy import select, text
 from models.platform import JobAttempt
 from roadie.db import transaction
 from roadie.jobs.outbox import reap_lost, republish_stale
-from roadie.processes import ProcessGroup
 from tests.conftest import ON_REDIS, Processes
 from tests.helpers import submit, wait_for_job
-
-
-@pytest.fixture
-def own_workers(worker: ProcessGroup, processes: Processes) -> Iterator[Processes]:
-    """The shared worker is stopped for the test and started again afterwards."""
-    worker.stop()
-    yield processes
-    for process in processes.running:
-        if process is not worker and process.name.startswith("worker-"):
-            process.kill()
-    worker.start()
 
 
 def outcomes(job_id: str) -> list[str]:

@@ -30,7 +30,6 @@ from roadie.processes import ProcessGroup
 from tests.conftest import Processes
 from tests.fixtures.ipfs import MakeTrack
 from tests.helpers import wait_for_job
-from tests.test_durability import own_workers  # noqa: F401 - the fixture that stops the shared worker
 
 pytestmark = pytest.mark.usefixtures("ipfs_node")
 

@@ -28,10 +28,9 @@ from roadie.settings import get_settings
 from tests.conftest import ROOT, Processes
 from tests.fixtures.ledger import balance, earned, make_track, make_user
 from tests.helpers import wait_for_job
-from tests.test_durability import own_workers, wait_until
+from tests.test_durability import wait_until
 
 pytestmark = pytest.mark.usefixtures("books")
-__all__ = ["own_workers"]  # the shared worker is stopped while these tests run their own
 
 EVERY_SECOND = {f"ROADIE_SCHEDULE_LEDGER_{name}": "every 1s" for name in ("REWARDS", "ROYALTIES", "STAKING")}
 
