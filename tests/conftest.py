@@ -250,6 +250,17 @@ def own_workers(worker: ProcessGroup, processes: Processes) -> Iterator[Processe
     worker.start()
 
 
+@pytest.fixture(scope="module")
+def without_relay_or_workers(processes: Processes) -> Iterator[None]:
+    """For tests that drive the runtime by hand: no relay publishes their outbox rows, no worker runs them."""
+    paused = [p for p in processes.running if p.alive and (p.name == "relay" or p.name.startswith("worker-"))]
+    for process in paused:
+        process.stop()
+    yield
+    for process in paused:
+        process.start()
+
+
 def create_key(name: str, scopes: list[str]) -> str:
     from roadie.auth import create_client
     from roadie.db import async_transaction

@@ -16,6 +16,8 @@ from roadie.jobs.intake import new_job
 from roadie.jobs.runtime import Claim, claim
 from roadie.jobs.types import job_types
 
+pytestmark = pytest.mark.usefixtures("without_relay_or_workers")
+
 
 def _track() -> uuid.UUID:
     with transaction() as session:

@@ -15,6 +15,8 @@ from roadie.jobs.types import job_types
 
 ECHO = job_types()["platform.echo"]
 
+pytestmark = pytest.mark.usefixtures("without_relay_or_workers")
+
 
 def _job(parent: Job | None = None, status: str = JobStatus.QUEUED) -> uuid.UUID:
     from roadie.jobs.intake import new_job
