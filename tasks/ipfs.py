@@ -34,7 +34,7 @@ def pin_metadata(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
     return metadata.pin_metadata(payload.track_id)
 
 
-@job_type("ipfs.unpin_track", TrackPayload, queue="ipfs", max_attempts=5)
+@job_type("ipfs.unpin", TrackPayload, queue="ipfs", max_attempts=5)
 def unpin_track(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
     """Release a deleted track's content: unpin its files unless another track's files share the CIDs."""
     return pinning.unpin_track(payload.track_id)
