@@ -87,16 +87,17 @@ class Results:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-async def post(client: httpx.AsyncClient, sent: Sent, results: Results, *, replay: bool) -> None:
+async def send(request: Coroutine[Any, Any, httpx.Response], sent: Sent, results: Results, *, replay: bool) -> None:
+    """Await one request and record its answer: a new job, a replay of ``sent``'s job, or an error."""
     started = time.perf_counter()
     try:
-        response = await client.post("/v1/jobs", json=sent.body, headers={"Idempotency-Key": sent.key})
+        response = await request
     except httpx.HTTPError as exc:
         results.errors[type(exc).__name__] += 1
         return
     results.statuses[str(response.status_code)] += 1
     if response.status_code != 202:
-        results.errors[f"HTTP {response.status_code}"] += 1
+        results.errors[f"HTTP {response.status_code} ({sent.kind.name})"] += 1
         return
     results.http_latency.setdefault(sent.kind.name, []).append(time.perf_counter() - started)
     job_id = str(response.json()["id"])
@@ -107,6 +108,10 @@ async def post(client: httpx.AsyncClient, sent: Sent, results: Results, *, repla
     results.replays += 1
     if sent.job_id is not None and job_id != sent.job_id:
         results.replay_mismatches.append(f"key {sent.key}: {sent.job_id} then {job_id}")
+
+
+def post(client: httpx.AsyncClient, sent: Sent) -> Coroutine[Any, Any, httpx.Response]:
+    return client.post("/v1/jobs", json=sent.body, headers={"Idempotency-Key": sent.key})
 
 
 async def _at(moment: float, work: Coroutine[Any, Any, None]) -> None:
@@ -135,19 +140,8 @@ async def upload(client: httpx.AsyncClient, audio: bytes, n: int, results: Resul
         "metadata": (None, json.dumps(metadata), "application/json"),
         "audio": ("load.flac", audio, "application/octet-stream"),
     }
-    started = time.perf_counter()
-    try:
-        response = await client.post("/v1/tracks", files=files, headers={"Idempotency-Key": sent.key})
-    except httpx.HTTPError as exc:
-        results.errors[type(exc).__name__] += 1
-        return
-    results.statuses[str(response.status_code)] += 1
-    if response.status_code != 202:
-        results.errors[f"HTTP {response.status_code} (upload)"] += 1
-        return
-    results.http_latency.setdefault(UPLOAD.name, []).append(time.perf_counter() - started)
-    sent.job_id = str(response.json()["id"])
-    results.accepted[sent.job_id] = sent
+    request = client.post("/v1/tracks", files=files, headers={"Idempotency-Key": sent.key})
+    await send(request, sent, results, replay=False)
 
 
 async def drive(
@@ -172,14 +166,15 @@ async def drive(
                 await asyncio.sleep(delay)
             replayable = [s for s in history if s.job_id is not None]
             if replayable and rng.random() < REPLAY_SHARE:
-                tasks.append(asyncio.create_task(post(client, rng.choice(replayable), results, replay=True)))
+                again = rng.choice(replayable)
+                tasks.append(asyncio.create_task(send(post(client, again), again, results, replay=True)))
                 continue
             kind = rng.choices(MIX, weights=[k.weight for k in MIX])[0]
             payload = {"n": i, **kind.payload} if kind.job_type == "platform.echo" else kind.payload
             body = {"type": kind.job_type, "payload": payload}
             sent = Sent(kind, f"load-{uuid.uuid4()}", body)
             history.append(sent)
-            tasks.append(asyncio.create_task(post(client, sent, results, replay=False)))
+            tasks.append(asyncio.create_task(send(post(client, sent), sent, results, replay=False)))
         await asyncio.gather(*tasks)
         offered = time.perf_counter() - start
     print(f"offered {len(tasks)} requests in {offered:.1f}s ({len(tasks) / offered:.1f}/s, uploads included)")

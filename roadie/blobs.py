@@ -131,15 +131,20 @@ class BlobWriter:
         self.discard()
 
 
-def store_file(path: Path, key: str) -> Blob:
-    """Move a finished file made in a ``work_dir`` onto ``key``, with its size and SHA-256."""
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    size = path.stat().st_size
+    return digest.hexdigest()
+
+
+def store_file(path: Path, key: str) -> Blob:
+    """Move a finished file made in a ``work_dir`` onto ``key``, with its size and SHA-256."""
+    digest, size = sha256_of(path), path.stat().st_size
     _place(path, key)
-    return Blob(key, size, digest.hexdigest())
+    return Blob(key, size, digest)
 
 
 @contextmanager

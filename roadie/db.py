@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -85,3 +86,9 @@ async def async_transaction() -> AsyncIterator[AsyncSession]:
     """The async twin of :func:`transaction`, for the API."""
     async with async_sessionmaker(async_engine(), expire_on_commit=False).begin() as session:
         yield session
+
+
+def advisory_lock_key(*parts: object) -> int:
+    """The bigint of a Postgres advisory lock named by ``parts`` (joined with ``:``), stable across processes."""
+    name = ":".join(str(part) for part in parts)
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

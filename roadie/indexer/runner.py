@@ -17,7 +17,6 @@ A backfill reads finalized blocks one slot at a time; skipped slots (-32007, -32
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +37,7 @@ from sqlalchemy import func, select
 from models.music import Nft
 from roadie.chain.client import Chain, connect, rpc_error_code
 from roadie.chain.platform import platform_keypair, treasury
-from roadie.db import sync_engine, transaction
+from roadie.db import advisory_lock_key, sync_engine, transaction
 from roadie.indexer import store
 from roadie.indexer.decode import (
     TOKEN_PROGRAMS,
@@ -95,10 +94,6 @@ class Parsed:
     meta: UiTransactionStatusMeta | None
 
 
-def _lock_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"roadie-indexer:{name}".encode()).digest()[:8], "big", signed=True)
-
-
 @contextmanager
 def exclusive(name: str) -> Iterator[bool]:
     """A session advisory lock held for the block (True) or already held by another runner (False).
@@ -107,7 +102,7 @@ def exclusive(name: str) -> Iterator[bool]:
     loses its connection and with it the lock.
     """
     with sync_engine().connect() as connection:
-        key = _lock_key(name)
+        key = advisory_lock_key("roadie-indexer", name)
         held = bool(connection.execute(select(func.pg_try_advisory_lock(key))).scalar_one())
         connection.commit()
         try:

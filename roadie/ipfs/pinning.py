@@ -10,18 +10,16 @@ after a crash re-adds, finds the pin and updates the same row.
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models.music import Track, TrackFile
-from roadie.blobs import blob_path
+from roadie.blobs import blob_path, sha256_of
 from roadie.db import transaction
 from roadie.ipfs.client import IpfsNode, ipfs
 from roadie.jobs.errors import PermanentError, TransientError
@@ -44,14 +42,6 @@ class FileToPin:
 def lock_cid(session: Session, cid: str) -> None:
     """Serialise pin and release decisions about one CID until the transaction ends."""
     session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(cid, 0))))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ensure_pinned(node: IpfsNode, cid: str) -> None:

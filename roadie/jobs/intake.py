@@ -21,6 +21,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models.platform import ApiClient, IdempotencyKey, Job, JobEvent, JobStatus, OutboxMessage
+from roadie.db import advisory_lock_key
 from roadie.jobs.types import JobType
 from roadie.logs import current_request_id
 from roadie.settings import get_settings
@@ -48,8 +49,7 @@ def fingerprint(job_type: str, payload: dict[str, Any]) -> str:
 
 def lock_key(client_id: uuid.UUID, key: str) -> int:
     """The transaction-level advisory lock that makes one request at a time own a client's key."""
-    digest = hashlib.sha256(f"{client_id}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return advisory_lock_key(client_id, key)
 
 
 def idempotency_outcome(previous: IdempotencyKey, fingerprint_: str, now: dt.datetime) -> bool:

@@ -9,7 +9,6 @@ are run one after another, each under its own key.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.ledger import LedgerRun
-from roadie.db import transaction
+from roadie.db import advisory_lock_key, transaction
 from roadie.ledger import payouts, rewards, royalties, staking
 from roadie.ledger.books import period_floor, refusal
 from roadie.settings import Settings, get_settings
@@ -48,17 +47,13 @@ KINDS = {
 }
 
 
-def _lock_key(kind: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"roadie.ledger.run:{kind}".encode()).digest()[:8], "big", signed=True)
-
-
 def run_next_period(kind: str, now: dt.datetime, settings: Settings) -> dict[str, Any] | None:
     """Run the kind's next closed period in one transaction; None when there is none."""
     spec = KINDS[kind]
     length = spec.period_s(settings)
     try:
         with transaction() as session:
-            session.execute(select(func.pg_advisory_xact_lock(_lock_key(kind))))
+            session.execute(select(func.pg_advisory_xact_lock(advisory_lock_key("roadie.ledger.run", kind))))
             # JIT compiling the period's few big statements cost about 2 s per run in bench/accrual.py, for no gain.
             session.execute(text("SET LOCAL jit = off"))
             last_end = session.scalar(select(func.max(LedgerRun.period_end)).where(LedgerRun.kind == kind))
