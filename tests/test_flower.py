@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -102,6 +103,48 @@ def test_a_job_run_by_the_worker_appears_in_flower_s_task_list(
     assert seen["name"] == "platform.echo"
     assert seen["worker"].startswith(f"{worker.name}@")
     assert job["id"] in seen["args"]
+
+
+def test_the_worker_sends_the_task_events_of_jobs_run_together_in_a_few_messages(
+    client: httpx.Client, worker: ProcessGroup
+) -> None:
+    from celery.events.receiver import EventReceiver
+
+    from workers.app import app
+
+    messages: list[list[dict[str, Any]]] = []  # task events arrive as lists (task.multi), one list per message
+
+    class Counting(EventReceiver):  # type: ignore[misc]  # Celery's classes are untyped
+        def _receive(self, body: Any, message: Any, **kwargs: Any) -> None:
+            if isinstance(body, list):
+                messages.append(body)
+            super()._receive(body, message, **kwargs)
+
+    def ours(event: dict[str, Any], job_ids: list[str]) -> bool:
+        return str(event.get("uuid", "")).split(".")[0] in job_ids  # task ids are "<job id>.<outbox id>"
+
+    def events_of(job_ids: list[str]) -> list[dict[str, Any]]:
+        return [event for batch in list(messages) for event in batch if ours(event, job_ids)]
+
+    with app.connection_for_read() as connection:
+        receiver = Counting(connection, handlers={}, app=app)
+        listening = threading.Thread(target=receiver.capture, kwargs={"limit": None, "wakeup": False}, daemon=True)
+        listening.start()
+        try:
+            warm_up = submit(client, {"warm": "up"})["id"]
+            poll(lambda: len(events_of([warm_up])) >= 3)
+            jobs = [submit(client, {"n": n})["id"] for n in range(10)]
+            for job_id in jobs:
+                wait_for_job(client, job_id, "succeeded")
+            poll(lambda: len(events_of(jobs)) >= 3 * len(jobs))
+        finally:
+            receiver.should_stop = True
+            listening.join(timeout=5)
+
+    kinds = sorted(event["type"] for event in events_of(jobs))
+    assert kinds == sorted(["task-received", "task-started", "task-succeeded"] * len(jobs))
+    carrying = [batch for batch in messages if any(ours(event, jobs) for event in batch)]
+    assert len(carrying) < len(jobs)  # Celery on its own publishes about one message per event
 
 
 def test_roadie_flower_without_authentication_exits_non_zero_and_says_why(database: str) -> None:
