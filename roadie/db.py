@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -52,6 +54,17 @@ def sync_engine() -> Engine:
 
 
 @lru_cache(maxsize=1)
+def autocommit_engine() -> Engine:
+    """Connections that stay in autocommit mode, for steps that are one statement each.
+
+    Kept apart from :func:`sync_engine`, whose connections run transactions, so that no checkout
+    switches a connection's isolation level there and back.
+    """
+    engine = create_engine(get_settings().sqlalchemy_url, isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=5)
+    return _ping_when_idle(engine)
+
+
+@lru_cache(maxsize=1)
 def async_engine() -> AsyncEngine:
     """The API's engine; one per process, created lazily inside the running loop."""
     engine = create_async_engine(get_settings().sqlalchemy_url, pool_size=20, max_overflow=20)
@@ -61,9 +74,10 @@ def async_engine() -> AsyncEngine:
 
 def dispose_engines() -> None:
     """Forget pooled connections, e.g. in a freshly forked worker child."""
-    if sync_engine.cache_info().currsize:
-        sync_engine().dispose(close=False)
-    sync_engine.cache_clear()
+    for engine in (sync_engine, autocommit_engine):
+        if engine.cache_info().currsize:
+            engine().dispose(close=False)
+        engine.cache_clear()
     async_engine.cache_clear()
 
 
@@ -77,8 +91,41 @@ def transaction() -> Iterator[Session]:
 @contextmanager
 def autocommit() -> Iterator[Connection]:
     """A connection whose every statement commits on its own: one round trip for a one-statement step."""
-    with sync_engine().connect() as connection:
-        yield connection.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit_engine().connect() as connection:
+        yield connection
+
+
+class PreparedStatement:
+    """A Core statement compiled once and run by psycopg itself as a server-side prepared statement,
+    committed on its own.
+
+    For the worker's two steps per job (claim, record the success) SQLAlchemy's per-execution work
+    (cache lookup, parameter and result processing) cost more CPU than Postgres spent running them.
+    Parameters go to psycopg as they are: pass JSON values wrapped in ``psycopg.types.json.Jsonb``.
+    """
+
+    def __init__(self, statement: Any) -> None:
+        compiled = statement.compile(dialect=autocommit_engine().dialect)
+        self.sql = str(compiled)
+        # The statement's own literal values (enum members as their database values); callers fill in the rest.
+        values = compiled.params
+        self.constants = {
+            name: value.value if isinstance(value := values[name], enum.Enum) else value
+            for bind, name in compiled.bind_names.items()
+            if not bind.required
+        }
+
+    def fetchone(self, **parameters: Any) -> tuple[Any, ...] | None:
+        """Run the statement with ``parameters``; its first row, if any."""
+        connection = autocommit_engine().raw_connection()
+        try:
+            driver: psycopg.Connection[tuple[Any, ...]] = connection.driver_connection  # type: ignore[assignment]
+            return driver.execute(self.sql, {**self.constants, **parameters}, prepare=True).fetchone()
+        except psycopg.OperationalError:
+            connection.invalidate()  # a broken connection does not go back to the pool
+            raise
+        finally:
+            connection.close()
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from models.platform import Job, JobAttempt, JobStatus
 from roadie import db
-from roadie.db import autocommit, sync_engine, transaction
+from roadie.db import autocommit, autocommit_engine, transaction
 from roadie.jobs.intake import new_job
 from roadie.jobs.runtime import Claim, Heartbeats, JobContext, claim, record_success
 from roadie.jobs.types import job_types
@@ -158,7 +158,7 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(db, "PING_IF_IDLE_S", 0.05)
-    sync_engine().dispose()
+    autocommit_engine().dispose()
     with autocommit() as connection:
         first = connection.execute(select(func.pg_backend_pid())).scalar_one()
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

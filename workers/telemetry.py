@@ -11,7 +11,7 @@ multiprocess mode. The main process sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh t
 folder unless the operator set one) and switches the library to file-backed values in
 ``worker_init``, before any pool child is forked; each child writes its own files, and the
 main process serves their sum on ``ROADIE_WORKER_METRICS_PORT``. Counts survive recycled
-children (``worker_max_tasks_per_child``) and start from zero when the worker restarts.
+children (``worker_max_memory_per_child``) and start from zero when the worker restarts.
 """
 
 from __future__ import annotations
@@ -145,10 +145,17 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
         logs.configure_logging("beat" if "beat" in arguments else "worker" if "worker" in arguments else "celery")
 
 
+#: Celery's per-task INFO lines ("Task ... received", "Task ... succeeded in ...") repeat what the
+#: ledger records and ``job.succeeded`` logs; their warnings and errors are kept.
+_CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
 @signals.celeryd_init.connect
 def _worker_logging(**_: Any) -> None:
     """Early in a worker's start, so even its start-up warnings are JSON."""
     logs.configure_logging("worker")
+    for name in _CELERY_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @signals.beat_init.connect

@@ -20,14 +20,16 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
+import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
+from psycopg.types.json import Jsonb
 from pydantic import ValidationError
-from sqlalchemy import Select, and_, bindparam, exists, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from models.platform import Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
-from roadie.db import autocommit, transaction
+from roadie.db import PreparedStatement, autocommit, transaction
 from roadie.jobs.errors import JobCancelled, JobError, TransientError, WaitForChildren
 from roadie.jobs.types import JobType
 from roadie.settings import get_settings
@@ -44,7 +46,13 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code >= 500 or exc.response.status_code == 429
     return isinstance(
-        exc, TimeoutError | ConnectionError | SoftTimeLimitExceeded | OperationalError | httpx.TransportError
+        exc,
+        TimeoutError
+        | ConnectionError
+        | SoftTimeLimitExceeded
+        | OperationalError
+        | psycopg.OperationalError
+        | httpx.TransportError,
     )
 
 
@@ -101,7 +109,7 @@ def _now(session: Session) -> dt.datetime:
 
 
 @lru_cache(maxsize=1)
-def _claim_waiting_statement() -> Select[Any]:
+def _claim_waiting_statement() -> PreparedStatement:
     """Claim a waiting job (queued, or retrying and due) and open its attempt, in one statement.
 
     Built once: its parameters are ``job``, ``lease``, ``worker`` and ``message``.
@@ -148,7 +156,9 @@ def _claim_waiting_statement() -> Select[Any]:
         )
         .cte("opened")
     )
-    return select(claimed).add_cte(opened)
+    return PreparedStatement(
+        select(claimed.c.id, claimed.c.attempts, claimed.c.run_attempts, claimed.c.payload).add_cte(opened)
+    )
 
 
 def claim(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
@@ -159,12 +169,10 @@ def claim(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
     in a transaction that locks the row.
     """
     lease_id = uuid.uuid4()
-    with autocommit() as connection:
-        row = connection.execute(
-            _claim_waiting_statement(), {"job": job_id, "lease": lease_id, "worker": worker, "message": message_id}
-        ).one_or_none()
+    row = _claim_waiting_statement().fetchone(job=job_id, lease=lease_id, worker=worker, message=message_id)
     if row is not None:
-        return Claim(row.id, lease_id, row.attempts, row.run_attempts, dict(row.payload))
+        claimed_id, attempt, run_attempt, payload = row
+        return Claim(claimed_id, lease_id, attempt, run_attempt, dict(payload))
     return _claim_other(job_id, message_id=message_id, worker=worker)
 
 
@@ -232,7 +240,7 @@ def _close_attempt(session: Session, claim_: Claim, outcome: str, code: str | No
 
 
 @lru_cache(maxsize=1)
-def _record_success_statement() -> Select[Any]:
+def _record_success_statement() -> PreparedStatement:
     """Close a job with its result and its attempt, if ``lease`` is still current (built once)."""
     lease_id = bindparam("lease", type_=Job.lease_id.type)
     done = (
@@ -257,7 +265,7 @@ def _record_success_statement() -> Select[Any]:
         .values(outcome="succeeded", finished_at=func.now(), error_code=None, error_message=None)
         .cte("closed")
     )
-    return select(done.c.id).add_cte(closed)
+    return PreparedStatement(select(done.c.id).add_cte(closed))
 
 
 def record_success(claim_: Claim, result: dict[str, Any]) -> bool:
@@ -265,9 +273,7 @@ def record_success(claim_: Claim, result: dict[str, Any]) -> bool:
 
     One statement, committed on its own: the job and its attempt are closed together or not at all.
     """
-    parameters = {"job": claim_.job_id, "lease": claim_.lease_id, "result": result}
-    with autocommit() as connection:
-        recorded = connection.execute(_record_success_statement(), parameters).scalar_one_or_none()
+    recorded = _record_success_statement().fetchone(job=claim_.job_id, lease=claim_.lease_id, result=Jsonb(result))
     return recorded is not None
 
 
