@@ -192,18 +192,6 @@ class Runs:
                 process.stop()
 
 
-def run(
-    args: Sequence[str],
-    what: str,
-    on_progress: ProgressCallback | None = None,
-    *,
-    loglevel: str = "error",
-    error: type[PermanentError] = UndecodableError,
-) -> tuple[float, str]:
-    """Run one ffmpeg to the end; returns the written length in seconds and its stderr."""
-    return Runs().run(args, what, on_progress, loglevel=loglevel, error=error)
-
-
 class BadOutputError(PermanentError):
     """A rendition does not decode back to the source's length."""
 
