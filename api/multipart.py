@@ -17,7 +17,7 @@ import python_multipart
 from python_multipart.multipart import parse_options_header
 
 from roadie.blobs import BlobTooLargeError, BlobWriter
-from roadie.jobs.intake import IntakeError
+from roadie.jobs.intake import IntakeError, field_error
 
 #: A file part's first bytes are checked by this; it raises IntakeError to refuse the part.
 Sniffer = Callable[[str, bytes], None]
@@ -83,7 +83,9 @@ class StreamingForm:
         part = self._part
         part.name = name
         if name in self.fields or name in self.files:
-            raise IntakeError(422, "validation_error", f"part {name!r} is sent twice", [_field(name, "sent twice")])
+            raise IntakeError(
+                422, "validation_error", f"part {name!r} is sent twice", [field_error(name, "sent twice")]
+            )
         if name in self.file_limits:
             raw = options.get(b"filename")
             part.filename = raw.decode(errors="replace")[:255] if raw is not None else None
@@ -93,7 +95,10 @@ class StreamingForm:
         elif name not in self.allowed_fields:
             known = ", ".join(sorted([*self.file_limits, *self.allowed_fields]))
             raise IntakeError(
-                422, "validation_error", f"unknown part {name!r}", [_field(name or "body", f"expected one of {known}")]
+                422,
+                "validation_error",
+                f"unknown part {name!r}",
+                [field_error(name or "body", f"expected one of {known}")],
             )
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -106,7 +111,7 @@ class StreamingForm:
                 413,
                 "body_too_large",
                 f"part {self._part.name!r} exceeds {self.field_limit} bytes",
-                [_field(self._part.name, "too large")],
+                [field_error(self._part.name, "too large")],
             )
 
     def _on_part_end(self) -> None:
@@ -124,7 +129,10 @@ class StreamingForm:
                 part.blob.write(data)
             except BlobTooLargeError as exc:
                 raise IntakeError(
-                    413, "file_too_large", f"{part.name} exceeds {exc.limit} bytes", [_field(part.name, "too large")]
+                    413,
+                    "file_too_large",
+                    f"{part.name} exceeds {exc.limit} bytes",
+                    [field_error(part.name, "too large")],
                 ) from exc
             if not part.sniffed and len(part.blob.head) >= self.sniff_bytes:
                 part.sniffed = True
@@ -144,7 +152,7 @@ class StreamingForm:
                 415,
                 "unsupported_media_type",
                 "send the upload as multipart/form-data",
-                [_field("Content-Type", "not multipart/form-data")],
+                [field_error("Content-Type", "not multipart/form-data")],
             )
         parser = python_multipart.MultipartParser(
             options[b"boundary"],
@@ -177,7 +185,3 @@ class StreamingForm:
     def discard(self) -> None:
         """Delete every uncommitted blob of this request."""
         self._blobs.close()
-
-
-def _field(name: str, reason: str) -> dict[str, str]:
-    return {"field": name, "reason": reason}

@@ -117,14 +117,14 @@ def transcode_track(track_id: uuid.UUID, progress: Progress) -> dict[str, Any]:
             on_progress=Throttled(progress),
         )
         progress(95, "storing")
-        stored = [
-            (output, blobs.store_file(output.path, f"tracks/{track_id}/{output.spec.kind}.{output.spec.extension}"))
-            for output in done.outputs
-        ]
+        stored = []
+        for output in done.outputs:
+            name = f"{output.spec.kind}.{output.spec.extension}"
+            stored.append((output, name, blobs.store_file(output.path, f"tracks/{track_id}/{name}")))
     loudness = done.loudness
     with transaction() as session:
-        for output, blob in stored:
-            record_file(session, track_id, output.spec.kind, blob, output.spec.mime_type, blob.key.rsplit("/", 1)[1])
+        for output, name, blob in stored:
+            record_file(session, track_id, output.spec.kind, blob, output.spec.mime_type, name)
         track = session.get(Track, track_id, with_for_update=True)
         if track is None:
             raise PermanentError(f"track {track_id} was deleted while it was transcoded", code="track_not_found")
@@ -150,7 +150,7 @@ def transcode_track(track_id: uuid.UUID, progress: Progress) -> dict[str, Any]:
                 "mime_type": output.spec.mime_type,
                 "decoded_s": output.seconds,
             }
-            for output, blob in stored
+            for output, _, blob in stored
         },
     }
 

@@ -26,7 +26,7 @@ from models.music import Track, TrackFile, User, UserWallet, Wallet
 from models.platform import ApiClient
 from roadie import blobs
 from roadie.jobs import intake
-from roadie.jobs.intake import IntakeError, Submission
+from roadie.jobs.intake import IntakeError, Submission, field_error
 from roadie.jobs.types import job_types
 from roadie.media.ffmpeg import Probe
 
@@ -74,10 +74,6 @@ class TrackFields(BaseModel):
         return code
 
 
-def _field(name: str, reason: str) -> dict[str, str]:
-    return {"field": name, "reason": reason}
-
-
 def check_audio(probe: Probe, fields: TrackFields, max_duration_s: float) -> None:
     """What ffprobe tells about the upload, against the limits and the chosen preview start."""
     duration = probe.duration_s
@@ -86,14 +82,14 @@ def check_audio(probe: Probe, fields: TrackFields, max_duration_s: float) -> Non
             422,
             "audio_too_long",
             f"the track lasts {duration:.1f} s; the limit is {max_duration_s:.0f} s",
-            [_field("audio", f"longer than {max_duration_s:.0f} s")],
+            [field_error("audio", f"longer than {max_duration_s:.0f} s")],
         )
     if duration is not None and fields.preview_start_s is not None and fields.preview_start_s >= duration:
         raise IntakeError(
             422,
             "validation_error",
             f"the preview cannot start at {fields.preview_start_s} s of a {duration:.1f} s track",
-            [_field("metadata.preview_start_s", "after the end of the track")],
+            [field_error("metadata.preview_start_s", "after the end of the track")],
         )
 
 
@@ -173,7 +169,7 @@ async def accept(
             return Accepted(Submission(previous, replayed=True), uuid.UUID(previous.payload["track_id"]), [])
     if fields.isrc and await session.scalar(select(Track.id).where(Track.isrc == fields.isrc)):
         raise IntakeError(
-            409, "isrc_taken", f"a track with ISRC {fields.isrc} exists", [_field("metadata.isrc", "already used")]
+            409, "isrc_taken", f"a track with ISRC {fields.isrc} exists", [field_error("metadata.isrc", "already used")]
         )
     track = Track(
         id=uuid.uuid4(),
@@ -195,16 +191,16 @@ async def accept(
     placed: list[str] = []
     try:
         for kind, staged, pin_state in files:
-            size, sha256 = staged.blob.size, staged.blob.sha256
             # A rename of a file already fsynced: quick, and atomic.
-            placed.append(staged.blob.commit(f"tracks/{track.id}/{kind}").key)
+            blob = staged.blob.commit(f"tracks/{track.id}/{kind}")
+            placed.append(blob.key)
             session.add(
                 TrackFile(
                     track_id=track.id,
                     kind=kind,
-                    storage_key=placed[-1],
-                    sha256=sha256,
-                    size_bytes=size,
+                    storage_key=blob.key,
+                    sha256=blob.sha256,
+                    size_bytes=blob.size,
                     mime_type=staged.mime_type,
                     file_name=staged.file_name,
                     pin_state=pin_state,

@@ -35,6 +35,11 @@ class IntakeError(Exception):
         self.status, self.code, self.message, self.fields = status, code, message, fields or []
 
 
+def field_error(name: str, reason: str) -> dict[str, str]:
+    """One entry of an IntakeError's ``fields``: which field was refused, and why."""
+    return {"field": name, "reason": reason}
+
+
 @dataclass(frozen=True)
 class Submission:
     job: Job

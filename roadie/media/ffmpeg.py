@@ -67,7 +67,6 @@ class Probe:
     """What the container says about the first audio stream (durations may be estimates)."""
 
     codec: str
-    format_name: str
     sample_rate: int
     channels: int
     duration_s: float | None
@@ -87,7 +86,6 @@ def probe(path: Path) -> Probe:
     duration = stream.get("duration") or container.get("duration")
     return Probe(
         codec=str(stream.get("codec_name", "")),
-        format_name=str(container.get("format_name", "")),
         sample_rate=int(stream.get("sample_rate") or 0),
         channels=int(stream.get("channels") or 0),
         duration_s=float(duration) if duration not in (None, "N/A") else None,
@@ -198,8 +196,8 @@ class BadOutputError(PermanentError):
     code = "output_invalid"
 
 
-def decoded_seconds(path: Path, runs: Runs | None = None) -> float:
+def decoded_seconds(path: Path, runs: Runs) -> float:
     """Decode a whole file and return its length: the check that an output plays to the end."""
     args = ["-xerror", "-i", str(path), "-map", "0:a:0", "-f", "null", "-"]
-    seconds, _ = (runs or Runs()).run(args, f"decoding {path.name} back", error=BadOutputError)
+    seconds, _ = runs.run(args, f"decoding {path.name} back", error=BadOutputError)
     return seconds
