@@ -38,7 +38,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
-from models.platform import JobEvent, OutboxMessage
 from roadie.chain import journal
 from roadie.chain.addresses import SolanaWallet, TokenUnits
 from roadie.chain.client import Chain
@@ -48,7 +47,7 @@ from roadie.chain.platform import reward_mint
 from roadie.chain.sending import MAX_TRANSACTION_BYTES, sign
 from roadie.db import transaction
 from roadie.jobs.errors import PermanentError, TransientError
-from roadie.jobs.intake import new_job
+from roadie.jobs.intake import enqueue
 from roadie.settings import Settings
 
 MEMO_PREFIX = "roadie:payout:"
@@ -100,10 +99,7 @@ def create_batch(
         PayoutTransfer(batch_id=created, recipient_wallet=wallet, amount=amount, status="pending")
         for wallet, amount in totals.items()
     )
-    job = new_job(job_types()["chain.transfer_batch"], {"batch_id": str(created)})
-    session.add(job)
-    session.flush()
-    session.add_all([OutboxMessage(job_id=job.id), JobEvent(job_id=job.id, kind="created", actor="payouts")])
+    job = enqueue(session, job_types()["chain.transfer_batch"], {"batch_id": str(created)}, actor="payouts")
     session.get_one(PayoutBatch, created).job_id = job.id
     session.flush()
     return created

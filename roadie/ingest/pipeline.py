@@ -21,10 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.music import Track
-from models.platform import Job, JobEvent, JobStatus, OutboxMessage
+from models.platform import Job, JobEvent, JobStatus
 from roadie.db import transaction
 from roadie.jobs.errors import PermanentError, WaitForChildren
-from roadie.jobs.intake import new_job
+from roadie.jobs.intake import enqueue
 from roadie.jobs.types import job_types
 
 
@@ -72,14 +72,15 @@ def _stage_view(stage: Stage, status: str, child: Job | None) -> dict[str, Any]:
 
 
 def _start_child(session: Session, parent: Job, stage: Stage, track_id: uuid.UUID) -> Job:
-    child = new_job(
-        job_types()[stage.job_type], {"track_id": str(track_id)}, parent_id=parent.id, client_id=parent.client_id
+    return enqueue(
+        session,
+        job_types()[stage.job_type],
+        {"track_id": str(track_id)},
+        actor=parent.type,
+        detail={"parent_id": str(parent.id)},
+        parent_id=parent.id,
+        client_id=parent.client_id,
     )
-    session.add(child)
-    session.flush()
-    session.add(OutboxMessage(job_id=child.id))
-    session.add(JobEvent(job_id=child.id, kind="created", actor=parent.type, detail={"parent_id": str(parent.id)}))
-    return child
 
 
 def _plan(session: Session, parent: Job, track_id: uuid.UUID, mint: bool) -> Step:

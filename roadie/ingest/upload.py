@@ -162,9 +162,9 @@ async def accept(
 
     Must run inside the caller's transaction; on a replay (same key, same upload) it creates nothing.
     """
-    print_ = request_fingerprint(fields, audio, cover)
+    print_, now = request_fingerprint(fields, audio, cover), dt.datetime.now(dt.UTC)
     if idempotency_key is not None:
-        previous = await intake.replayed_job(session, client, idempotency_key, print_, dt.datetime.now(dt.UTC))
+        previous = await intake.replayed_job(session, client, idempotency_key, print_, now)
         if previous is not None:
             return Accepted(Submission(previous, replayed=True), uuid.UUID(previous.payload["track_id"]), [])
     if fields.isrc and await session.scalar(select(Track.id).where(Track.isrc == fields.isrc)):
@@ -207,18 +207,19 @@ async def accept(
                 )
             )
         await session.flush()
-        submission = await intake.submit(
+        job = await intake.create_job(
             session,
             job_types()["track.ingest"],
             {"track_id": str(track.id), "mint": fields.mint},
             client=client,
             idempotency_key=idempotency_key,
             request_fingerprint=print_,
+            now=now,
         )
     except BaseException:
         delete_blobs(placed)
         raise
-    return Accepted(submission, track.id, placed)
+    return Accepted(Submission(job, replayed=False), track.id, placed)
 
 
 def delete_blobs(keys: list[str]) -> None:

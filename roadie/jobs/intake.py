@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models.platform import ApiClient, IdempotencyKey, Job, JobEvent, JobStatus, OutboxMessage
@@ -92,6 +92,18 @@ def new_job(job_type: JobType, payload: dict[str, Any], **fields: Any) -> Job:
     )
 
 
+def enqueue(
+    session: Session, job_type: JobType, payload: dict[str, Any], *, actor: str, detail: Any = None, **fields: Any
+) -> Job:
+    """A job the platform starts itself (a pipeline stage, a payout batch), in the caller's transaction:
+    the job, its outbox row (published once the transaction commits) and its ``created`` event."""
+    job = new_job(job_type, payload, **fields)
+    session.add(job)
+    session.flush()
+    session.add_all([OutboxMessage(job_id=job.id), JobEvent(job_id=job.id, kind="created", actor=actor, detail=detail)])
+    return job
+
+
 async def replayed_job(
     session: AsyncSession, client: ApiClient, idempotency_key: str, print_: str, now: dt.datetime
 ) -> Job | None:
@@ -136,6 +148,24 @@ async def submit(
         previous_job = await replayed_job(session, client, idempotency_key, print_, now)
         if previous_job is not None:
             return Submission(previous_job, replayed=True)
+    job = await create_job(
+        session, job_type, payload, client=client, idempotency_key=idempotency_key, request_fingerprint=print_, now=now
+    )
+    return Submission(job, replayed=False)
+
+
+async def create_job(
+    session: AsyncSession,
+    job_type: JobType,
+    payload: dict[str, Any],
+    *,
+    client: ApiClient | None,
+    idempotency_key: str | None,
+    request_fingerprint: str,
+    now: dt.datetime,
+) -> Job:
+    """The job, its outbox row, its ``created`` event and its Idempotency-Key, once :func:`replayed_job`
+    has found no earlier request with that key."""
     job = new_job(job_type, payload, client_id=client.id if client else None, idempotency_key=idempotency_key)
     session.add(job)
     await session.flush()
@@ -144,7 +174,11 @@ async def submit(
         ttl = dt.timedelta(hours=get_settings().idempotency_ttl_hours)
         session.add(
             IdempotencyKey(
-                client_id=client.id, key=idempotency_key, fingerprint=print_, job_id=job.id, expires_at=now + ttl
+                client_id=client.id,
+                key=idempotency_key,
+                fingerprint=request_fingerprint,
+                job_id=job.id,
+                expires_at=now + ttl,
             )
         )
     created = JobEvent(job_id=job.id, kind="created", actor=client.name if client else None)
@@ -153,7 +187,7 @@ async def submit(
     # A new job has no children or attempts yet: say so rather than read them back.
     for name, value in (("children", []), ("attempt_rows", []), ("events", [created])):
         set_committed_value(job, name, value)
-    return Submission(job, replayed=False)
+    return job
 
 
 def _with_details(query: Select[Job]) -> Select[Job]:
