@@ -22,7 +22,7 @@ from roadie.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-#: The widest slot range one backfill job reads (getBlocks' own limit).
+#: The widest slot range one backfill job reads (one getBlock per slot).
 MAX_BACKFILL_SLOTS = 500_000
 
 

@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -37,7 +37,8 @@ from sqlalchemy import func, select
 from models.music import Nft
 from roadie.chain.client import Chain, connect, rpc_error_code
 from roadie.chain.platform import platform_keypair, treasury
-from roadie.db import advisory_lock_key, sync_engine, transaction
+from roadie.chain.token import ACCOUNT_SIZE
+from roadie.db import advisory_lock_key, autocommit, transaction
 from roadie.indexer import store
 from roadie.indexer.decode import (
     TOKEN_PROGRAMS,
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 NO_BLOCK_CODES = {-32004: "unavailable", -32007: "skipped", -32009: "skipped"}
 #: A token account's base layout: mint 0..32, owner 32..64 (the same in Token-2022).
 _OWNER = slice(32, 64)
-_TOKEN_ACCOUNT_BYTES = 165
 
 
 @dataclass
@@ -76,11 +76,7 @@ class Report:
     lag_slots: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "addresses": self.addresses, "read": self.read, "poison": self.poison, "finalized": self.finalized,
-            "forked": self.forked, "skipped_slots": self.skipped_slots, "unavailable_slots": self.unavailable_slots,
-            "busy": self.busy, "lag_slots": self.lag_slots,
-        }  # fmt: skip
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -101,16 +97,14 @@ def exclusive(name: str) -> Iterator[bool]:
     Held on a connection of its own, so the batches' transactions commit while it is held; a runner that dies
     loses its connection and with it the lock.
     """
-    with sync_engine().connect() as connection:
+    with autocommit() as connection:
         key = advisory_lock_key("roadie-indexer", name)
         held = bool(connection.execute(select(func.pg_try_advisory_lock(key))).scalar_one())
-        connection.commit()
         try:
             yield held
         finally:
             if held:
                 connection.execute(select(func.pg_advisory_unlock(key)))
-                connection.commit()
 
 
 def watch(settings: Settings) -> Watch:
@@ -305,7 +299,7 @@ class Indexer:
         owners = {
             address: str(Pubkey.from_bytes(bytes(account.data)[_OWNER]))
             for address, account in zip(missing, accounts, strict=True)
-            if account is not None and account.owner in TOKEN_PROGRAMS and len(account.data) >= _TOKEN_ACCOUNT_BYTES
+            if account is not None and account.owner in TOKEN_PROGRAMS and len(account.data) >= ACCOUNT_SIZE
         }
 
         def filled(event: Event) -> Event:
