@@ -15,10 +15,10 @@ from celery import shared_task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
-from models.platform import Job, JobEvent, JobStatus, OutboxMessage
+from models.platform import Job, JobStatus
 from roadie.db import transaction
+from roadie.jobs import intake
 from roadie.jobs.errors import PermanentError
-from roadie.jobs.intake import new_job
 from roadie.jobs.runtime import JobContext
 from roadie.jobs.types import job_type, job_types
 from roadie.ledger import check, payouts, periods, staking
@@ -123,11 +123,7 @@ def enqueue(type_name: str, payload: dict[str, Any]) -> uuid.UUID | None:
         )
         if waiting is not None:
             return None
-        job = new_job(job_types()[type_name], payload)
-        session.add(job)
-        session.flush()
-        session.add_all([OutboxMessage(job_id=job.id), JobEvent(job_id=job.id, kind="created", actor="beat")])
-        return job.id
+        return intake.enqueue(session, job_types()[type_name], payload, actor="beat").id
 
 
 def _from_beat(type_name: str, payload: dict[str, Any]) -> str | None:

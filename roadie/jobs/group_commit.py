@@ -26,7 +26,7 @@ import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from sqlalchemy import Select, String, and_, bindparam, column, delete, func, insert, literal, select, tuple_
@@ -42,6 +42,7 @@ from roadie.jobs.intake import (
     Submission,
     fingerprint,
     idempotency_outcome,
+    in_flight_error,
     load_job,
     lock_key,
     new_job,
@@ -65,10 +66,11 @@ class _Request:
     request_id: str | None
     future: asyncio.Future[Submission] = field(repr=False)
     job_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    fingerprint: str = ""
 
-    def __post_init__(self) -> None:
-        self.fingerprint = fingerprint(self.job_type.name, self.payload)
+    @cached_property
+    def fingerprint(self) -> str:
+        """Only a request with an Idempotency-Key needs one (it is stored with the key)."""
+        return fingerprint(self.job_type.name, self.payload)
 
 
 class _BatchFailedError(Exception):
@@ -188,7 +190,7 @@ async def _resolve_keys(
             continue
         scoped = (request.client.id, request.idempotency_key)
         if scoped in keyed:
-            outcomes[index] = _in_flight()
+            outcomes[index] = in_flight_error()
         else:
             keyed[scoped] = index
     locks = [func.pg_try_advisory_xact_lock(lock_key(*scoped)) for scoped in keyed]
@@ -196,7 +198,7 @@ async def _resolve_keys(
     held = {scoped: index for (scoped, index), got in zip(keyed.items(), locked, strict=True) if got}
     for scoped, index in keyed.items():
         if scoped not in held:
-            outcomes[index] = _in_flight()
+            outcomes[index] = in_flight_error()
     if not held:
         return
     previous_rows = await session.scalars(
@@ -216,10 +218,6 @@ async def _resolve_keys(
             expired.append(previous.id)
     if expired:
         await session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(expired)))
-
-
-def _in_flight() -> IntakeError:
-    return IntakeError(409, "idempotency_in_flight", "a request with this Idempotency-Key is in progress")
 
 
 #: The columns a new job is inserted with; the rest are NULL or server defaults.
@@ -306,7 +304,7 @@ async def _insert(connection: AsyncConnection, requests: Sequence[_Request], now
         for r in requests
     ]
     parameters: dict[str, Any] = {name: [getattr(job, name) for job in jobs] for name in _JOB_COLUMNS}
-    parameters["fingerprint"] = [r.fingerprint for r in requests]
+    parameters["fingerprint"] = [r.fingerprint if r.idempotency_key is not None else None for r in requests]
     parameters["expires_at"] = now + dt.timedelta(hours=get_settings().idempotency_ttl_hours)
     by_id = {job.id: job for job in jobs}
     created: dict[uuid.UUID, Job] = {}

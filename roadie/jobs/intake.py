@@ -69,9 +69,14 @@ def idempotency_outcome(previous: IdempotencyKey, fingerprint_: str, now: dt.dat
             422,
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request body",
-            [{"field": "Idempotency-Key", "reason": "already used with a different body"}],
+            [field_error("Idempotency-Key", "already used with a different body")],
         )
     return True
+
+
+def in_flight_error() -> IntakeError:
+    """409: another request with this Idempotency-Key is still in its transaction."""
+    return IntakeError(409, "idempotency_in_flight", "a request with this Idempotency-Key is in progress")
 
 
 def new_job(job_type: JobType, payload: dict[str, Any], **fields: Any) -> Job:
@@ -114,7 +119,7 @@ async def replayed_job(
     """
     locked = await session.scalar(select(func.pg_try_advisory_xact_lock(lock_key(client.id, idempotency_key))))
     if not locked:
-        raise IntakeError(409, "idempotency_in_flight", "a request with this Idempotency-Key is in progress")
+        raise in_flight_error()
     previous = await session.scalar(
         select(IdempotencyKey).where(IdempotencyKey.client_id == client.id, IdempotencyKey.key == idempotency_key)
     )
@@ -134,16 +139,14 @@ async def submit(
     client: ApiClient | None,
     idempotency_key: str | None = None,
     now: dt.datetime | None = None,
-    request_fingerprint: str | None = None,
 ) -> Submission:
     """Create the job and its outbox row, honouring the client's Idempotency-Key.
 
     Same key and same body: the original job. Same key, other body: 422. A request with the
-    same key while the first is still in its transaction: 409. ``request_fingerprint`` names the
-    request when it is more than the payload (an upload); by default the payload is fingerprinted.
+    same key while the first is still in its transaction: 409.
     """
     now = now or dt.datetime.now(dt.UTC)
-    print_ = request_fingerprint or fingerprint(job_type.name, payload)
+    print_ = fingerprint(job_type.name, payload)
     if idempotency_key is not None and client is not None:
         previous_job = await replayed_job(session, client, idempotency_key, print_, now)
         if previous_job is not None:

@@ -186,6 +186,8 @@ def _claim_other(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | 
         job, now = row
         if job.status in JobStatus.finished():
             return None
+        if job.status == JobStatus.WAITING:
+            return None  # a late duplicate: the last child to finish re-queues the job with a message of its own
         if job.status == JobStatus.RETRYING and job.next_attempt_at and job.next_attempt_at > now:
             return None  # an early duplicate; the outbox sends the due one
         if job.status == JobStatus.RUNNING:
