@@ -181,7 +181,7 @@ def test_a_revoked_key_creates_no_job_even_while_its_lookup_is_remembered(api_cl
 def test_a_key_lookup_is_remembered_only_for_its_ttl(api_client: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(get_settings(), "api_key_cache_ttl_s", 0.3)
 
-    async def revoke_and_look_up() -> tuple[ApiClient | None, ApiClient | None]:
+    async def revoke_and_look_up() -> tuple[uuid.UUID, ApiClient | None, ApiClient | None]:
         async with async_transaction() as session:
             client, raw_key = await auth.create_client(session, "short-lived", ["jobs:read"])
         assert await auth.authenticate(None, raw_key) is not None
@@ -189,12 +189,12 @@ def test_a_key_lookup_is_remembered_only_for_its_ttl(api_client: ApiClient, monk
             await session.execute(update(ApiClient).where(ApiClient.id == client.id).values(revoked_at=func.now()))
         within = await auth.authenticate(None, raw_key)
         await asyncio.sleep(0.4)
-        return within, await auth.authenticate(None, raw_key)
+        return client.id, within, await auth.authenticate(None, raw_key)
 
-    within, after = run(revoke_and_look_up)
+    client_id, within, after = run(revoke_and_look_up)
 
     assert within is not None
-    assert within.id is not None
+    assert within.id == client_id
     assert after is None
 
 

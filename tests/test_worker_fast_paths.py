@@ -101,6 +101,14 @@ def test_a_job_asked_to_cancel_before_it_ran_is_cancelled_not_claimed(job_id: uu
     assert attempts(job_id) == []
 
 
+def test_a_duplicate_delivery_of_a_job_waiting_for_its_children_is_dropped(job_id: uuid.UUID) -> None:
+    set_job(job_id, status=JobStatus.WAITING, attempts=1, run_attempts=0)
+
+    assert claim(job_id, message_id="late duplicate", worker="w1") is None
+    assert job_row(job_id).status == JobStatus.WAITING
+    assert attempts(job_id) == []
+
+
 def test_a_retry_is_claimed_only_once_it_is_due(job_id: uuid.UUID) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
     set_job(job_id, status=JobStatus.RETRYING, attempts=1, run_attempts=1, next_attempt_at=later)
@@ -116,7 +124,9 @@ def test_a_retry_is_claimed_only_once_it_is_due(job_id: uuid.UUID) -> None:
 
 def test_one_beat_stamps_every_running_job_and_passes_on_cancel_requests(database: str) -> None:
     ids = queued_jobs(3)
-    contexts = [context_of(c) for c in (claim(i, message_id=f"m{i}", worker="w") for i in ids) if c is not None]
+    claims = [claim(i, message_id=f"m{i}", worker="w") for i in ids]
+    contexts = [context_of(c) for c in claims if c is not None]
+    assert len(contexts) == len(ids)  # every job was claimed
     stale = JobContext(ids[2], uuid.uuid4(), 1, 1)  # a lease the job no longer has
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     for job in ids:
@@ -136,7 +146,9 @@ def test_one_beat_stamps_every_running_job_and_passes_on_cancel_requests(databas
 def test_one_thread_beats_for_all_of_a_process_s_jobs(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(get_settings(), "heartbeat_interval_s", 0.1)
     ids = queued_jobs(2)
-    contexts = [context_of(c) for c in (claim(i, message_id="m", worker="w") for i in ids) if c is not None]
+    claims = [claim(i, message_id="m", worker="w") for i in ids]
+    contexts = [context_of(c) for c in claims if c is not None]
+    assert len(contexts) == len(ids)  # every job was claimed
     heartbeats = Heartbeats()
     before = {i: job_row(i).heartbeat_at for i in ids}
 
