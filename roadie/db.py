@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
@@ -99,8 +99,9 @@ class PreparedStatement:
     """A Core statement compiled once and run by psycopg itself as a server-side prepared statement,
     committed on its own.
 
-    For the worker's two steps per job (claim, record the success) SQLAlchemy's per-execution work
-    (cache lookup, parameter and result processing) cost more CPU than Postgres spent running them.
+    For the worker's two steps per job (claim, record the success), the API's group commit and the
+    relay, SQLAlchemy's per-execution work (cache lookup, parameter and result processing) cost more CPU
+    than Postgres spent running them.
     Parameters go to psycopg as they are: pass JSON values wrapped in ``psycopg.types.json.Jsonb``.
     """
 
@@ -126,6 +127,26 @@ class PreparedStatement:
             raise
         finally:
             connection.close()
+
+    def fetchall_on(self, connection: Connection, **parameters: Any) -> list[tuple[Any, ...]]:
+        """Run the statement on ``connection``, in its transaction; all its rows."""
+        driver: psycopg.Connection[tuple[Any, ...]] = connection.connection.driver_connection  # type: ignore[assignment]
+        try:
+            return driver.execute(self.sql, {**self.constants, **parameters}, prepare=True).fetchall()
+        except psycopg.OperationalError:
+            connection.invalidate()  # a broken connection does not go back to the pool
+            raise
+
+    async def fetchall_on_async(self, connection: AsyncConnection, **parameters: Any) -> list[tuple[Any, ...]]:
+        """Run the statement on ``connection`` (in its transaction, if it has one begun); all its rows."""
+        raw = await connection.get_raw_connection()
+        driver: psycopg.AsyncConnection[tuple[Any, ...]] = raw.driver_connection  # type: ignore[assignment]
+        try:
+            cursor = await driver.execute(self.sql, {**self.constants, **parameters}, prepare=True)
+            return await cursor.fetchall()
+        except psycopg.OperationalError:
+            await connection.invalidate()  # a broken connection does not go back to the pool
+            raise
 
 
 @asynccontextmanager

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -29,23 +30,25 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
-from sqlalchemy import Select, String, and_, bindparam, column, delete, func, insert, literal, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy import String, and_, bindparam, column, delete, func, insert, literal, select, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from models.platform import ApiClient, IdempotencyKey, Job, JobEvent, OutboxMessage
-from roadie.db import async_engine, async_transaction
+from roadie.db import PreparedStatement, async_engine, async_transaction
 from roadie.jobs.intake import (
     IntakeError,
+    NewJob,
     Submission,
     fingerprint,
     idempotency_outcome,
     in_flight_error,
     load_job,
     lock_key,
-    new_job,
+    new_job_columns,
 )
 from roadie.jobs.types import JobType
 from roadie.logs import current_request_id
@@ -166,7 +169,8 @@ async def _commit_together(batch: Sequence[_Request]) -> list[Outcome]:
                 created = await _insert(connection, batch, now)
     except Exception as exc:
         # Nothing was written, unless the connection was lost (then nobody knows: no retry).
-        if len(batch) > 1 and not (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        lost = isinstance(exc, psycopg.OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        if len(batch) > 1 and not lost:
             raise _BatchFailedError from exc
         raise
     for index, request in enumerate(batch):
@@ -225,28 +229,28 @@ _JOB_COLUMNS = (
     "id", "type", "queue", "payload", "status", "attempts", "run_attempts", "max_attempts", "progress_percent",
     "cancel_requested", "publish_count", "client_id", "idempotency_key", "request_id",
 )  # fmt: skip
-#: What the database fills in for a new job (read back with RETURNING).
-_JOB_SERVER_DEFAULTS = ("created_at", "updated_at")
 
 
 @lru_cache(maxsize=1)
-def _insert_statement() -> Select[Any]:
+def _insert_statement() -> PreparedStatement:
     """One statement for a whole batch, the same for every batch size (compiled and prepared once).
 
-    Its parameters are one array per job column (``unnest`` turns them into rows), the requests'
-    fingerprints and the expiry of new Idempotency-Keys. Only jobs of live clients are inserted.
+    The batch is one JSON array of rows, one object per job with its columns and its request's
+    fingerprint (``jsonb_to_recordset`` turns it into rows of the columns' types): one parameter
+    to encode, where an array per column cost psycopg more than the rest of the request. The
+    expiry of new Idempotency-Keys is the other parameter. Only jobs of live clients are inserted;
+    the statement returns each new job's id and creation time.
     """
     table = Job.__table__
-    requested = func.unnest(
-        *(bindparam(name, type_=ARRAY(table.c[name].type)) for name in _JOB_COLUMNS),
-        bindparam("fingerprint", type_=ARRAY(String)),
-    ).table_valued(*(column(name, table.c[name].type) for name in _JOB_COLUMNS), column("fingerprint", String))
-    source = select(requested.render_derived(with_types=False)).cte("source")
+    requested = func.jsonb_to_recordset(bindparam("rows", type_=JSONB)).table_valued(
+        *(column(name, table.c[name].type) for name in _JOB_COLUMNS), column("fingerprint", String)
+    )
+    source = select(requested.render_derived(with_types=True)).cte("source")
     live = and_(ApiClient.id == source.c.client_id, ApiClient.revoked_at.is_(None))
     new_jobs = (
         insert(Job)
         .from_select(_JOB_COLUMNS, select(*(source.c[name] for name in _JOB_COLUMNS)).join(ApiClient, live))
-        .returning(Job.id, *(table.c[name] for name in _JOB_SERVER_DEFAULTS))
+        .returning(Job.id, Job.created_at)
         .cte("new_jobs")
     )
     new_outbox = insert(OutboxMessage).from_select(["job_id"], select(new_jobs.c.id)).cte("new_outbox")
@@ -259,7 +263,6 @@ def _insert_statement() -> Select[Any]:
             .join(source, source.c.id == new_jobs.c.id)
             .join(ApiClient, ApiClient.id == source.c.client_id),
         )
-        .returning(JobEvent.id, JobEvent.job_id, JobEvent.actor, JobEvent.created_at)
         .cte("new_events")
     )
     new_keys = (
@@ -278,22 +281,15 @@ def _insert_statement() -> Select[Any]:
         )
         .cte("new_keys")
     )
-    return (
-        select(
-            new_jobs,
-            new_events.c.id.label("event_id"),
-            new_events.c.actor,
-            new_events.c.created_at.label("event_created_at"),
-        )
-        .join(new_events, new_events.c.job_id == new_jobs.c.id)
-        .add_cte(new_outbox, new_keys)
-    )
+    return PreparedStatement(select(new_jobs.c.id, new_jobs.c.created_at).add_cte(new_outbox, new_events, new_keys))
 
 
-async def _insert(connection: AsyncConnection, requests: Sequence[_Request], now: dt.datetime) -> dict[uuid.UUID, Job]:
+async def _insert(
+    connection: AsyncConnection, requests: Sequence[_Request], now: dt.datetime
+) -> dict[uuid.UUID, NewJob]:
     """The jobs of live clients, their outbox rows, events and Idempotency-Keys: one round trip."""
-    jobs = [
-        new_job(
+    columns = [
+        new_job_columns(
             r.job_type,
             r.payload,
             id=r.job_id,
@@ -303,23 +299,17 @@ async def _insert(connection: AsyncConnection, requests: Sequence[_Request], now
         )
         for r in requests
     ]
-    parameters: dict[str, Any] = {name: [getattr(job, name) for job in jobs] for name in _JOB_COLUMNS}
-    parameters["fingerprint"] = [r.fingerprint if r.idempotency_key is not None else None for r in requests]
-    parameters["expires_at"] = now + dt.timedelta(hours=get_settings().idempotency_ttl_hours)
-    by_id = {job.id: job for job in jobs}
-    created: dict[uuid.UUID, Job] = {}
-    for row in (await connection.execute(_insert_statement(), parameters)).mappings():
-        job = by_id[row["id"]]
-        event = JobEvent(
-            id=row["event_id"], job_id=job.id, kind="created", actor=row["actor"], created_at=row["event_created_at"]
-        )
-        # A new job has no children or attempts yet: say so rather than read them back.
-        for name, value in (
-            *((name, row[name]) for name in _JOB_SERVER_DEFAULTS),
-            ("children", []),
-            ("attempt_rows", []),
-            ("events", [event]),
-        ):
-            set_committed_value(job, name, value)
-        created[job.id] = job
-    return created
+    rows = [
+        {**job, "fingerprint": r.fingerprint if r.idempotency_key is not None else None}
+        for job, r in zip(columns, requests, strict=True)
+    ]
+    expires_at = now + dt.timedelta(hours=get_settings().idempotency_ttl_hours)
+    created_at = dict(
+        await _insert_statement().fetchall_on_async(connection, rows=Jsonb(rows, dumps=_dumps), expires_at=expires_at)
+    )
+    return {job["id"]: NewJob(**job, created_at=created_at[job["id"]]) for job in columns if job["id"] in created_at}
+
+
+def _dumps(value: Any) -> str:
+    """JSON for the rows parameter: ids as their text."""
+    return json.dumps(value, default=str)
