@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -19,8 +18,6 @@ from roadie.jobs import intake
 from roadie.jobs.group_commit import group_commit
 from roadie.jobs.intake import IntakeError, JobFilter
 from roadie.jobs.types import job_types
-
-log = logging.getLogger(__name__)
 
 IdempotencyKeyHeader = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 
@@ -84,9 +81,8 @@ async def submit_job(request: Request) -> JSONResponse:
         headers["Idempotent-Replayed"] = "true"
     else:
         telemetry.count_accepted(job_type.name)
-    log.info(
-        "job.accepted",
-        extra={"job_id": view["id"], "job_type": job_type.name, "client": client.name, "replayed": submission.replayed},
+    telemetry.annotate(
+        request, job_id=view["id"], job_type=job_type.name, client=client.name, replayed=submission.replayed
     )
     return JSONResponse(view, status_code=202, headers=headers)
 

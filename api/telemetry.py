@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -42,6 +43,17 @@ JOBS_ACCEPTED = Counter("roadie_jobs_accepted", "Jobs the intake API accepted (r
 
 #: Probes and scrapes are logged at DEBUG, so they do not drown the requests that matter.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Where a handler leaves fields for its request's ``http.request`` line (see :func:`annotate`).
+_LOG_FIELDS = "roadie.log_fields"
+
+
+def annotate(request: Request, **fields: Any) -> None:
+    """Add fields (the job accepted, its type, ...) to this request's ``http.request`` line.
+
+    One line per request: a line of its own per accepted job cost the intake as much CPU as the
+    access line.
+    """
+    request.scope.setdefault(_LOG_FIELDS, {}).update(fields)
 
 
 class RequestContextMiddleware:
@@ -89,6 +101,7 @@ class RequestContextMiddleware:
                 "route": route,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
+                **scope.get(_LOG_FIELDS, {}),
             },
         )
 

@@ -181,8 +181,10 @@ def test_one_request_id_follows_a_job_through_json_logs_that_hold_no_secret(
 
     api, relay, worker = (_process(processes, "api"), _process(processes, "relay"), own_worker)
     api_lines, relay_lines, worker_lines = _json_lines(api), _json_lines(relay), _json_lines(worker)
-    assert any(line.get("request_id") == request_id and line["event"] == "job.accepted" for line in api_lines)
-    assert any(line.get("request_id") == request_id and line["event"] == "job.published" for line in relay_lines)
+    accepted = [line for line in api_lines if line.get("request_id") == request_id and line.get("route") == "/v1/jobs"]
+    assert [(line["event"], line["job_id"], line["status"]) for line in accepted] == [("http.request", job["id"], 202)]
+    published = [line for line in relay_lines if line["event"] == "jobs.published" and job["id"] in line["job_ids"]]
+    assert [line["request_ids"][line["job_ids"].index(job["id"])] for line in published] == [request_id]
     mine = [line for line in worker_lines if line.get("request_id") == request_id]
     assert {"job.succeeded", "echo.payload"} <= {line["event"] for line in mine}
     assert all(line["job_id"] == job["id"] and line["service"] == "worker" for line in mine)

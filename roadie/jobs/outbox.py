@@ -15,11 +15,11 @@ from functools import lru_cache
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Select, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.engine import CursorResult, make_url
 
 from models.platform import IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
-from roadie.db import transaction
+from roadie.db import PreparedStatement, sync_engine, transaction
 from roadie.logs import REQUEST_ID_HEADER
 from roadie.settings import get_settings
 
@@ -34,10 +34,12 @@ RELAY_BATCH = 500
 #: stream of requests it otherwise took a handful of rows per round, and the fixed cost of a round
 #: (a transaction, a broker round trip) made up a third of its CPU per job.
 RELAY_LINGER_S = 0.02
+#: Most jobs one ``jobs.published`` log line lists.
+LOG_CHUNK = 100
 
 
 @lru_cache(maxsize=1)
-def _take_due_statement() -> Select[Any]:
+def _take_due_statement() -> PreparedStatement:
     """Take up to ``limit`` due outbox rows and mark their jobs published, in one statement (built once).
 
     The rows are locked (others skip them), deleted and the jobs stamped in the caller's
@@ -64,7 +66,7 @@ def _take_due_statement() -> Select[Any]:
         .returning(Job.id, Job.type, Job.queue, Job.request_id)
         .cte("marked")
     )
-    return (
+    return PreparedStatement(
         select(taken.c.id, taken.c.job_id, marked.c.type, marked.c.queue, marked.c.request_id)
         .join(marked, marked.c.id == taken.c.job_id)
         .order_by(taken.c.id)
@@ -79,13 +81,16 @@ def relay_once(limit: int = RELAY_BATCH) -> int:
     """
     from workers.app import app
 
-    with transaction() as session:
-        rows = session.execute(_take_due_statement(), {"limit": limit}).all()
+    with sync_engine().begin() as connection:
+        rows = _take_due_statement().fetchall_on(connection, limit=limit)
         if not rows:
             return 0
         # One pipelined round trip to the broker for the batch where the transport can (Redis);
-        # a failed flush raises, so the rows stay in the outbox and are sent again.
+        # a failed flush raises, so the rows stay in the outbox and this loop sends them again:
+        # hence no per-message retry, and each queue is declared once per batch, not per message.
         with app.producer_or_acquire() as producer, producer.batch():
+            for queue in {queue for _, _, _, queue, _ in rows}:
+                producer.maybe_declare(app.amqp.queues[queue])
             for outbox_id, job_id, job_type, queue, request_id in rows:
                 app.send_task(
                     job_type,
@@ -94,9 +99,22 @@ def relay_once(limit: int = RELAY_BATCH) -> int:
                     queue=queue,
                     producer=producer,
                     headers={REQUEST_ID_HEADER: request_id} if request_id else None,
+                    declare=[],
+                    retry=False,
+                    argsrepr=f"['{job_id}']",  # what Celery's saferepr of the args would say, at a fraction of the CPU
                 )
-    for _, job_id, job_type, _, request_id in rows:
-        log.info("job.published", extra={"job_id": str(job_id), "job_type": job_type, "request_id": request_id})
+    # A line per LOG_CHUNK jobs rather than per job, which cost a quarter of the relay's CPU; the
+    # request ids keep each job's story greppable across the API, the relay and the worker.
+    for start in range(0, len(rows), LOG_CHUNK):
+        chunk = rows[start : start + LOG_CHUNK]
+        log.info(
+            "jobs.published",
+            extra={
+                "count": len(chunk),
+                "job_ids": [str(job_id) for _, job_id, _, _, _ in chunk],
+                "request_ids": [request_id for _, _, _, _, request_id in chunk],
+            },
+        )
     return len(rows)
 
 
