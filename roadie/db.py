@@ -60,7 +60,13 @@ def autocommit_engine() -> Engine:
     Kept apart from :func:`sync_engine`, whose connections run transactions, so that no checkout
     switches a connection's isolation level there and back.
     """
-    engine = create_engine(get_settings().sqlalchemy_url, isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=5)
+    engine = create_engine(
+        get_settings().sqlalchemy_url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=2,
+        max_overflow=5,
+        pool_reset_on_return=None,  # no transaction to roll back: a ROLLBACK per checkin would be a wasted call
+    )
     return _ping_when_idle(engine)
 
 
