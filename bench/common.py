@@ -22,6 +22,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import psutil
 import psycopg
@@ -185,6 +186,16 @@ def postgres_cpu_seconds(database: str = BENCH_DATABASE) -> float:
     return total
 
 
+def cpu_steal_percent(since: Any) -> float:
+    """Share of all CPU time since ``since`` (a ``psutil.cpu_times()``) that other guests of the host took.
+
+    On a virtual machine a busy neighbour shows up here, and every figure of the run is then suspect.
+    """
+    now = psutil.cpu_times()
+    total = sum(now) - sum(since)
+    return 100 * (getattr(now, "steal", 0.0) - getattr(since, "steal", 0.0)) / total if total > 0 else 0.0
+
+
 @dataclass
 class Bench:
     """Owns every subprocess and scratch resource of one benchmark run; cleans them up on exit."""
@@ -192,10 +203,12 @@ class Bench:
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="roadie-bench-")))
     processes: list[Process] = field(default_factory=list)
     stack: ExitStack = field(default_factory=ExitStack)
+    cpu_times_before: Any = None
 
     def __enter__(self) -> Bench:
         configure_environment()
         print(f"{os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} before the run")
+        self.cpu_times_before = psutil.cpu_times()
         previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
         self.stack.callback(signal.signal, signal.SIGTERM, previous)
         try:
@@ -210,6 +223,7 @@ class Bench:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         self.stack.close()
+        print(f"CPU stolen by the hypervisor during the run: {cpu_steal_percent(self.cpu_times_before):.1f} %")
         if exc_type is None:
             shutil.rmtree(self.log_dir, ignore_errors=True)
         else:
