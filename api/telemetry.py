@@ -29,7 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.platform import Job, JobEvent, JobStatus, OutboxMessage
 from roadie.db import async_transaction
 from roadie.jobs.types import QUEUES, job_types
+from roadie.ledger.check import settlement_violations
 from roadie.logs import bind, new_request_id, unbind, valid_request_id
+from roadie.settings import get_settings
 
 log = logging.getLogger("api.request")
 
@@ -145,6 +147,11 @@ async def ledger_metrics() -> list[Metric]:
         "Failed jobs (the dead-letter list, re-runnable by admins), by type.",
         labels=["type"],
     )
+    violated = GaugeMetricFamily(
+        "roadie_ledger_violations",
+        "Subjects (payouts, transfers, the books) breaking each settlement check of `roadie ledger check` now.",
+        labels=["check"],
+    )
     up = GaugeMetricFamily("roadie_ledger_scrape_success", "1 if the ledger gauges were read, else 0.")
     try:
         async with async_transaction() as session:
@@ -183,6 +190,7 @@ async def ledger_metrics() -> list[Metric]:
                     select(Job.type, func.count()).where(Job.status == JobStatus.FAILED).group_by(Job.type)
                 )
             ).all()
+            unsettled = await settlement_violations(session, get_settings())
     except Exception:
         log.warning("metrics.ledger_unavailable", exc_info=True)
         up.add_metric([], 0)
@@ -199,8 +207,10 @@ async def ledger_metrics() -> list[Metric]:
         dead_by_type[job_type] = count
     for job_type, count in sorted(dead_by_type.items()):
         dead.add_metric([job_type], count)
+    for check, count in unsettled.items():
+        violated.add_metric([check], count)
     up.add_metric([], 1)
-    return [depth, oldest, backlog, backlog_age, dead, up]
+    return [depth, oldest, backlog, backlog_age, dead, violated, up]
 
 
 async def metrics(request: Request) -> Response:

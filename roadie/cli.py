@@ -305,9 +305,10 @@ def ledger_check() -> None:
     """Verify the ledger's invariants as JSON; exit status 1 when one is broken."""
     from roadie.db import transaction
     from roadie.ledger.check import report, violations
+    from roadie.settings import get_settings
 
     with transaction() as session:
-        found = violations(session)
+        found = violations(session, get_settings())
     _echo_json(report(found))
     if found:
         sys.exit(1)

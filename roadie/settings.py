@@ -263,6 +263,11 @@ class Settings(BaseSettings):
     ledger_min_payout: int = Field(
         default=1_000_000, ge=1, description="Smaller balances are not paid out but carried to a later period."
     )
+    ledger_settle_grace_s: int = Field(
+        default=600,
+        ge=0,
+        description="A payout still unsettled this long after its transfer was finalized fails the ledger check.",
+    )
     ledger_max_catchup_periods: int = Field(
         default=1000, ge=1, description="Periods one catch-up job runs at most; the next beat continues."
     )

@@ -75,7 +75,7 @@ def catch_up(payload: CatchUpPayload, context: JobContext) -> dict[str, Any]:
 def check_books(payload: NoPayload, context: JobContext) -> dict[str, Any]:
     """Verify the ledger's invariants; fails with ledger_invariant_violated when one is broken."""
     with transaction() as session:
-        found = check.violations(session)
+        found = check.violations(session, get_settings())
     if found:
         summary = "; ".join(f"{v.check} {v.subject}: {v.value}" for v in found[:20])
         raise PermanentError(f"{len(found)} violation(s): {summary}", code="ledger_invariant_violated")

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import os
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,29 +21,12 @@ from roadie.ledger.plays import record_plays
 from roadie.ledger.staking import open_position
 from roadie.processes import ProcessGroup
 from roadie.settings import get_settings
-from tests.conftest import ROOT, Processes
+from tests.conftest import Processes
 from tests.fixtures.ledger import balance, earned, make_track, make_user
 from tests.helpers import wait_for_job
 from tests.test_durability import wait_until
 
 pytestmark = pytest.mark.usefixtures("books")
-
-EVERY_SECOND = {f"ROADIE_SCHEDULE_LEDGER_{name}": "every 1s" for name in ("REWARDS", "ROYALTIES", "STAKING")}
-
-
-@pytest.fixture
-def beats(tmp_path: Path, database: str) -> Iterator[list[ProcessGroup]]:
-    """Two beat processes with their own schedule files, each sure it is the only one."""
-    env = dict(os.environ) | EVERY_SECOND
-    command = [sys.executable, "-m", "celery", "-A", "workers.app", "--quiet", "beat", "--loglevel", "INFO", "-s"]
-    started = [
-        ProcessGroup(f"beat-{n}", [*command, str(tmp_path / f"schedule-{n}")], tmp_path / f"beat-{n}.log", env, ROOT)
-        for n in (1, 2)
-    ]
-    yield started
-    for beat in started:
-        beat.stop()
-
 
 def hours_ago(hours: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)

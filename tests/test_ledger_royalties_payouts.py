@@ -17,6 +17,7 @@ from roadie.ledger.check import violations
 from roadie.ledger.payouts import apply_statuses
 from roadie.ledger.periods import catch_up
 from roadie.ledger.royalties import SaleInput, record_sale
+from roadie.settings import get_settings
 from tests.fixtures.ledger import at, balance, earned, make_nft, make_user, rules
 
 pytestmark = pytest.mark.usefixtures("books")
@@ -108,4 +109,4 @@ def test_balances_are_paid_once_per_period_above_the_threshold_and_count_as_paid
         assert session.execute(text("SELECT status FROM payouts")).scalar_one() == "finalized"
         assert balance(session, "clearing") == 0
         assert balance(session, "external") == -(100 + 10_000_000)
-        assert violations(session) == []
+        assert violations(session, get_settings()) == []

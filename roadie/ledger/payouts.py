@@ -54,18 +54,29 @@ entries AS (
 SELECT count(*), COALESCE(sum(amount), 0) FROM created
 """
 
+#: Settle finalized payouts: each gets its own ``payout_settled`` transaction (clearing -> external), keyed by
+#: the payout's id, so a payout is settled once however many passes see it, and a pass may settle any number.
 SETTLE = """
-WITH settled AS (
-    UPDATE payouts SET status = 'finalized', settled_transaction_id = :tx, updated_at = now()
-    WHERE id = ANY(:ids) AND status <> 'finalized'
-    RETURNING amount
+WITH due AS (
+    SELECT id, amount FROM payouts WHERE id = ANY(:ids) AND status <> 'finalized' ORDER BY id FOR UPDATE
+),
+opened AS (
+    INSERT INTO ledger_transactions (key, kind, effective_at, memo)
+    SELECT 'payout_settled:' || id, 'payout_settled', :now, jsonb_build_object('payout_id', id) FROM due
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id AS transaction_id, CAST(memo ->> 'payout_id' AS bigint) AS payout_id
+),
+settled AS (
+    UPDATE payouts AS p SET status = 'finalized', settled_transaction_id = o.transaction_id, updated_at = now()
+    FROM opened AS o
+    WHERE p.id = o.payout_id
+    RETURNING p.amount, o.transaction_id
 ),
 entries AS (
     INSERT INTO ledger_entries (transaction_id, account_id, amount)
-    SELECT :tx, :clearing, -sum(amount) FROM settled HAVING sum(amount) > 0
+    SELECT transaction_id, :clearing, -amount FROM settled
     UNION ALL
-    SELECT :tx, :external, sum(amount) FROM settled HAVING sum(amount) > 0
-    RETURNING amount
+    SELECT transaction_id, :external, amount FROM settled
 )
 SELECT count(*), COALESCE(sum(amount), 0) FROM settled
 """
@@ -157,19 +168,13 @@ def apply_statuses(session: Session, statuses: Mapping[int, str], now: dt.dateti
     finalized = sorted(payout for payout, status in statuses.items() if status == "finalized")
     if not finalized:
         return {"settled": 0, "settled_amount": 0}
-    key = f"payout_settled:{finalized[0]}-{finalized[-1]}:{len(finalized)}:{now.isoformat()}"
-    tx = open_transaction(session, key, "payout_settled", now)
-    if tx is None:
-        return {"settled": 0, "settled_amount": 0}
     count, amount = session.execute(
         text(SETTLE),
         {
             "ids": finalized,
-            "tx": tx,
+            "now": now,
             "clearing": system_account(session, "clearing"),
             "external": system_account(session, "external"),
         },
     ).one()
-    if not count:
-        session.execute(text("DELETE FROM ledger_transactions WHERE id = :tx"), {"tx": tx})
     return {"settled": int(count), "settled_amount": int(amount)}
