@@ -28,6 +28,7 @@ from tests.test_durability import wait_until
 
 pytestmark = pytest.mark.usefixtures("books")
 
+
 def hours_ago(hours: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
 
