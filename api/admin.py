@@ -14,6 +14,7 @@ from api.http import base_url, parse, path_uuid, read_json, require
 from roadie.db import async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
+from roadie.ledger import payouts
 
 
 class RetryOne(BaseModel):
@@ -68,7 +69,15 @@ async def retry_jobs(request: Request) -> JSONResponse:
     return JSONResponse({"count": len(job_ids), "job_ids": [str(i) for i in job_ids]}, status_code=202)
 
 
+async def payout_holds(request: Request) -> JSONResponse:
+    """Balances owed but not paid because the owner's wallet cannot receive: they wait for an admin."""
+    async with async_transaction() as session:
+        await require(session, request, "admin")
+        return JSONResponse({"holds": await payouts.held(session)})
+
+
 routes = [
+    Route("/v1/admin/payout-holds", payout_holds, methods=["GET"]),
     Route("/v1/admin/jobs/retry", retry_jobs, methods=["POST"]),
     Route("/v1/admin/jobs/{job_id}/retry", retry_job, methods=["POST"]),
 ]

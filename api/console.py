@@ -40,6 +40,7 @@ from roadie.auth import authenticate
 from roadie.db import async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
+from roadie.ledger import payouts
 from roadie.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -353,6 +354,16 @@ async def retry_one(request: Request) -> Response:
     return _redirect(target)
 
 
+async def payout_holds_page(request: Request) -> Response:
+    """Balances owed but not paid because the owner's wallet cannot receive."""
+    async with async_transaction() as session:
+        operator = await _operator(session, request)
+        if operator is None:
+            return _to_login(request)
+        holds = await payouts.held(session)
+    return _render(request, "payout_holds.html", {"operator": operator, "holds": holds})
+
+
 async def on_csrf_refused(request: Request, exc: Exception) -> Response:
     message = "This form is stale or did not come from this console: reload the page and try again."
     return _render(request, "error.html", {"title": "Form refused", "message": message}, status_code=403)
@@ -395,6 +406,7 @@ def create_console() -> Starlette:
             Route("/jobs/retry", retry_matching, name="console.retry_matching", methods=["POST"]),
             Route("/jobs/{job_id}", job_page, name="console.job"),
             Route("/jobs/{job_id}/retry", retry_one, name="console.retry_one", methods=["POST"]),
+            Route("/payout-holds", payout_holds_page, name="console.payout_holds"),
         ],
         middleware=[
             Middleware(

@@ -208,6 +208,12 @@ def openapi_spec() -> dict[str, Any]:
                     "responses": {"202": _json({"type": "object"}, "Re-queued jobs"), **errors},
                 }
             },
+            "/v1/admin/payout-holds": {
+                "get": {
+                    "summary": "Balances owed but held because the owner's wallet cannot receive (scope admin)",
+                    "responses": {"200": _json({"type": "object"}, "holds: account, owed, wallet, reason"), **errors},
+                }
+            },
             **_ledger_paths(components, errors),
         },
     }

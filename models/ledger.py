@@ -245,3 +245,20 @@ class Payout(Base):
     )
     created_at: Mapped[dt.datetime] = created_at()
     updated_at: Mapped[dt.datetime] = updated_at()
+
+
+class PayoutHold(Base):
+    """An account whose balance is owed but not paid, because its wallet cannot receive (an admin must look).
+
+    The money run pays everyone else; the balance stays on the account, and the hold goes once a run pays it
+    (after the user links a wallet that can receive).
+    """
+
+    __tablename__ = "payout_holds"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id", ondelete="RESTRICT"), primary_key=True)
+    wallet: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(300))
+    last_period_start: Mapped[dt.datetime]
+    held_since: Mapped[dt.datetime] = created_at()
+    updated_at: Mapped[dt.datetime] = updated_at()

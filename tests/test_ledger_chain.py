@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import uuid
+from typing import Any
 
+import httpx
 import pytest
+import yaml
 from click.testing import CliRunner
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -20,11 +25,15 @@ from roadie.ledger.periods import catch_up
 from roadie.ledger.plays import record_plays
 from roadie.processes import ProcessGroup
 from roadie.settings import get_settings
+from tests.conftest import ROOT, create_key
 from tests.fixtures.ledger import balance, make_track, make_user, rules, wallet_of
+from tests.test_admin_console import sign_in
 from tests.test_durability import wait_until
 from tests.test_payouts import balance as chain_balance
 
 pytestmark = pytest.mark.usefixtures("chain_running", "books", "worker", "api_url")
+
+SYSTEM_PROGRAM = "11111111111111111111111111111111"
 
 
 def statuses() -> list[tuple[int, str]]:
@@ -113,7 +122,15 @@ def test_a_period_paying_several_users_in_one_batch_settles_every_payout_through
     assert chain_balance(wallets[artist]) == 4 * settings.ledger_artist_rate
 
 
-def test_ledger_check_fails_while_finalized_transfers_are_unsettled_and_passes_once_beat_settles_them() -> None:
+def unsettled_gauge(api_url: str) -> dict[str, float]:
+    """``roadie_ledger_violations`` by check, as the API's /metrics exports it."""
+    found = re.findall(r'^roadie_ledger_violations\{check="(\w+)"\} (\S+)$', httpx.get(f"{api_url}/metrics").text, re.M)
+    return {check: float(value) for check, value in found}
+
+
+def test_ledger_check_fails_while_finalized_transfers_are_unsettled_and_passes_once_beat_settles_them(
+    api_url: str,
+) -> None:
     """The state a failing settle step left behind: transfers finalized on chain, payouts pending, in clearing."""
     settings = get_settings()
     now = dt.datetime.now(dt.UTC)
@@ -143,8 +160,103 @@ def test_ledger_check_fails_while_finalized_transfers_are_unsettled_and_passes_o
         assert f'"subject": "{payout}"' in broken.output
     assert "payouts_settled_once_finalized" in broken.output
     assert "finalized_transfers_settled" in broken.output
+    alerting = unsettled_gauge(api_url)
+    assert alerting["payouts_settled_once_finalized"] == 4
+    assert alerting["finalized_transfers_settled"] == 4
 
     with transaction() as session:
         settled = follow_chain(session)  # what beat's ledger_payout_status job runs
     assert settled["settled"] == 4
     assert CliRunner().invoke(main, ["ledger", "check"]).exit_code == 0
+    assert set(unsettled_gauge(api_url).values()) == {0}
+
+
+def test_the_alert_rule_watches_the_gauge_of_every_settlement_check() -> None:
+    rules = yaml.safe_load((ROOT / "docs/alerts/ledger.rules.yml").read_text())["groups"][0]["rules"]
+    unsettled = next(rule for rule in rules if rule["alert"] == "RoadieLedgerUnsettled")
+
+    assert "roadie_ledger_violations" in unsettled["expr"]
+    assert "by (check)" in unsettled["expr"]  # one alert per failing check, named in its labels
+
+
+def link_wallet(session: Session, user: uuid.UUID, address: str) -> None:
+    """Make ``address`` the user's primary Solana wallet, as a stored wallet row (however it got there)."""
+    session.execute(text("UPDATE wallets SET is_primary = false WHERE id IN (SELECT wallet_id FROM user_wallets"
+                         " WHERE user_id = :u)"), {"u": user})  # fmt: skip
+    wallet = session.execute(
+        text("INSERT INTO wallets (id, address, chain, is_primary) VALUES (gen_random_uuid(), :a, 'solana', true)"
+             " RETURNING id"), {"a": address},
+    ).scalar_one()  # fmt: skip
+    session.execute(
+        text("INSERT INTO user_wallets (id, user_id, wallet_id) VALUES (gen_random_uuid(), :u, :w)"),
+        {"u": user, "w": wallet},
+    )
+
+
+def test_a_recipient_whose_wallet_cannot_receive_is_held_for_an_admin_while_everyone_else_is_paid(
+    api_url: str,
+) -> None:
+    settings = get_settings()
+    now = dt.datetime.now(dt.UTC)
+    program_derived = str(Pubkey.find_program_address([b"vault"], Pubkey.from_string(SYSTEM_PROGRAM))[0])
+    with transaction() as session:
+        _, listeners = listeners_played_one_track(session, 4, now - dt.timedelta(hours=2))
+        paid_listeners, (on_program, off_curve) = listeners[:2], listeners[2:]
+        link_wallet(session, on_program, SYSTEM_PROGRAM)
+        link_wallet(session, off_curve, program_derived)
+
+    catch_up("rewards", now, settings)
+
+    with transaction() as session:
+        accounts: dict[uuid.UUID, int] = dict(
+            session.execute(
+                text("SELECT user_id, id FROM ledger_accounts WHERE kind = 'rewards' AND user_id = ANY(:u)"),
+                {"u": [on_program, off_curve]},
+            ).all()
+        )
+        paid_to = set(session.execute(text("SELECT wallet FROM payouts")).scalars())
+        assert SYSTEM_PROGRAM not in paid_to
+        assert program_derived not in paid_to
+        assert len(paid_to) == 3  # the two listeners with wallets, and the artist
+        for user in (on_program, off_curve):
+            assert balance(session, "rewards", user) == settings.ledger_listener_rate  # still owed
+    holds = {hold["account_id"]: hold for hold in admin_holds(api_url)}
+    assert set(holds) == set(accounts.values())
+    assert "the System Program" in holds[accounts[on_program]]["reason"]
+    assert "off the ed25519 curve" in holds[accounts[off_curve]]["reason"]
+    assert holds[accounts[on_program]]["owed"] == str(settings.ledger_listener_rate)
+
+    def paid_on_chain() -> bool:
+        with transaction() as session:
+            follow_chain(session)
+            return set(session.execute(text("SELECT status FROM payouts")).scalars()) == {"finalized"}
+
+    wait_until(paid_on_chain, timeout=120)
+    with transaction() as session:
+        for user in paid_listeners:
+            assert chain_balance(Pubkey.from_string(wallet_of(session, user))) == settings.ledger_listener_rate
+        fixed = Keypair().pubkey()
+        link_wallet(session, on_program, str(fixed))  # the user links a wallet that can receive
+
+    catch_up("rewards", now + dt.timedelta(seconds=settings.ledger_reward_period_s), settings)
+
+    with transaction() as session:
+        assert balance(session, "rewards", on_program) == 0
+        assert str(fixed) in set(session.execute(text("SELECT wallet FROM payouts")).scalars())
+    assert [hold["account_id"] for hold in admin_holds(api_url)] == [accounts[off_curve]]
+    wait_until(paid_on_chain, timeout=120)
+    assert chain_balance(fixed) == settings.ledger_listener_rate
+
+
+def admin_holds(api_url: str) -> list[dict[str, Any]]:
+    """The holds as an admin sees them through the API, checked against the console's page."""
+    key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
+    with httpx.Client(base_url=api_url, timeout=15, headers={"Authorization": f"Bearer {key}"}) as http:
+        holds: list[dict[str, Any]] = http.get("/v1/admin/payout-holds").raise_for_status().json()["holds"]
+    with httpx.Client(base_url=api_url, timeout=15) as browser:
+        sign_in(browser, key)
+        page = browser.get("/admin/payout-holds")
+    assert page.status_code == 200
+    for hold in holds:
+        assert hold["wallet"] in page.text
+    return holds

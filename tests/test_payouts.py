@@ -110,6 +110,8 @@ def test_amounts_to_one_wallet_are_added_up_and_bad_recipients_are_refused(new_w
 
     for bad, reason in [
         ([(off_curve, 5)], "off the ed25519 curve"),
+        ([("11111111111111111111111111111111", 5)], "the System Program"),
+        ([("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", 5)], "the SPL Token program"),
         ([("0OIl" * 11, 5)], "base58"),
         ([(wallet, 0)], "greater than 0"),
         ([(wallet, 2**64)], "less than or equal to"),

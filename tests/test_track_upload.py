@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from solders.pubkey import Pubkey
+from spl.token.constants import TOKEN_PROGRAM_ID
 from sqlalchemy import func, select
 
 from models.music import Track, TrackFile, User, UserWallet, Wallet
@@ -17,6 +19,9 @@ from models.platform import Job
 from roadie import blobs
 from roadie.db import transaction
 from tests.fixtures.media import MAX_DURATION_S, MAX_UPLOAD_BYTES, AudioFiles, new_wallet, post_track
+
+#: A program-derived address: a valid address off the ed25519 curve, which no one holds the key of.
+PROGRAM_DERIVED_ADDRESS = str(Pubkey.find_program_address([b"roadie"], TOKEN_PROGRAM_ID)[0])
 
 
 @pytest.fixture
@@ -151,6 +156,18 @@ def test_an_isrc_already_used_is_a_conflict(uploader: httpx.Client, audio: Audio
             "validation_error",
             "metadata.artist_wallet",
         ),
+        (
+            lambda a: {"audio": a.song("upload.wav"), "artist_wallet": PROGRAM_DERIVED_ADDRESS},
+            422,
+            "validation_error",
+            "metadata.artist_wallet",
+        ),
+        (
+            lambda a: {"audio": a.song("upload.wav"), "artist_wallet": "11111111111111111111111111111111"},
+            422,
+            "validation_error",
+            "metadata.artist_wallet",
+        ),
         (lambda a: {"audio": a.song("upload.wav"), "isrc": "123"}, 422, "validation_error", "metadata.isrc"),
         (lambda a: {"audio": a.song("upload.wav"), "isrc": "ÉÉRC17607839"}, 422, "validation_error", "metadata.isrc"),
         (
@@ -178,6 +195,8 @@ def test_an_isrc_already_used_is_a_conflict(uploader: httpx.Client, audio: Audio
         "too-large",
         "no-audio",
         "bad-wallet",
+        "off-curve-wallet",
+        "system-program-wallet",
         "bad-isrc",
         "non-ascii-isrc",
         "absurd-preview-start",

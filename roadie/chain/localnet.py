@@ -55,7 +55,9 @@ from solders.transaction_status import (
     UiLoadedAddresses,
     UiTransactionStatusMeta,
 )
+from spl.memo.constants import MEMO_PROGRAM_ID
 
+from roadie.chain.addresses import MEMO_V1_PROGRAM_ID
 from roadie.processes import ProcessGroup
 from roadie.settings import Settings, get_settings
 
@@ -68,10 +70,7 @@ SLOT_SECONDS = 0.4
 #: Status of signatures older than this many slots is found only with searchTransactionHistory.
 STATUS_CACHE_SLOTS = 300
 FAUCET_LAMPORTS = 10**18
-MEMO_PROGRAMS = {
-    Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr"),
-    Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo"),
-}
+MEMO_PROGRAMS = {MEMO_PROGRAM_ID, MEMO_V1_PROGRAM_ID}
 VERSION = "2.1.0"
 COMMITMENTS = ("processed", "confirmed", "finalized")
 

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from models.chain import ChainSend
 from models.music import Nft, Track, TrackFile, User, UserWallet, Wallet
 from roadie.chain import journal
-from roadie.chain.addresses import SolanaWallet, utf8_at_most
+from roadie.chain.addresses import SolanaWallet, utf8_at_most, why_not_a_wallet
 from roadie.chain.client import Chain
 from roadie.chain.journal import Pending, Verdict, crash_point
 from roadie.chain.keys import PlatformKeypair
@@ -130,12 +130,10 @@ def load_order(session: Session, payload: MintPayload, platform: PlatformKeypair
     owner = payload.owner or _artist_wallet(session, artist)
     if owner is None:
         raise PermanentError("the track's artist has no Solana wallet", code="artist_wallet_missing")
-    try:
-        owner_key = Pubkey.from_string(owner)
-    except ValueError:
-        raise PermanentError(f"the artist's wallet {owner!r} is not a Solana address", code="invalid_wallet") from None
-    if not owner_key.is_on_curve():
-        raise PermanentError(f"the artist's wallet {owner} is off the ed25519 curve", code="invalid_wallet")
+    problem = why_not_a_wallet(owner)
+    if problem:
+        raise PermanentError(f"the NFT's owner {owner!r} is {problem}", code="invalid_wallet")
+    owner_key = Pubkey.from_string(owner)
     fields = {"artist": truncate_utf8(artist.username or str(owner_key), MAX_FIELD_VALUE_BYTES)}
     if track.isrc:
         fields["isrc"] = track.isrc

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.music import Track, TrackFile, User, UserWallet, Wallet
 from models.platform import ApiClient
 from roadie import blobs
+from roadie.chain.addresses import SolanaWallet
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, Submission, field_error
 from roadie.jobs.types import job_types
@@ -40,7 +41,9 @@ class TrackFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
-    artist_wallet: str = Field(description="The artist's Solana address (base58, 32 bytes); the NFT is minted to it.")
+    artist_wallet: SolanaWallet = Field(
+        description="The artist's Solana wallet (base58, on the ed25519 curve, not a program); the NFT is minted to it."
+    )
     genre: Annotated[Text, StringConstraints(max_length=64)] | None = None
     description: Annotated[Text, StringConstraints(max_length=5000)] | None = None
     isrc: str | None = Field(default=None, description="International Standard Recording Code, e.g. USRC17607839.")
@@ -52,16 +55,6 @@ class TrackFields(BaseModel):
         description="Start of the preview in seconds; default a third of the way in.",
     )
     mint: bool = Field(default=False, description="Mint the track's NFT to the artist's wallet once ingested.")
-
-    @field_validator("artist_wallet")
-    @classmethod
-    def _solana_address(cls, value: str) -> str:
-        from solders.pubkey import Pubkey
-
-        try:
-            return str(Pubkey.from_string(value.strip()))
-        except ValueError as exc:
-            raise ValueError(f"not a Solana address (base58 of 32 bytes): {exc}") from exc
 
     @field_validator("isrc")
     @classmethod

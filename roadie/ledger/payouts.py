@@ -2,7 +2,9 @@
 
 One payout per account and period (UNIQUE(account_id, period_start)), all of a period in one chain batch
 keyed ``<kind>:<period>``. A balance below ``ledger_min_payout``, or of a user without a Solana wallet, is
-not paid and carries over to a later period. Creating a payout moves its amount from the account to
+not paid and carries over to a later period; a balance whose wallet cannot receive (a program, an
+off-curve address) is not paid either, and is flagged in ``payout_holds`` for an admin, while the rest of
+the period is paid. Creating a payout moves its amount from the account to
 ``clearing``; only when the chain transfer is finalized does it move from ``clearing`` to ``external``
 (paid). The batch is paid by :mod:`roadie.chain.transfers` (``chain.transfer_batch``); each payout follows its
 transfer's status (``ledger.follow_payouts``). A failed batch keeps its payouts in ``clearing`` until an admin
@@ -17,26 +19,34 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from models.ledger import PAYOUT_STATUSES, LedgerRun
-from roadie.jobs.errors import PermanentError
+from roadie.chain.addresses import why_not_a_wallet
 from roadie.ledger.books import open_transaction, period_key, system_account
 from roadie.settings import Settings
 
+#: Balances due this period, with the wallet each would go to, locked until the run commits.
+DUE = """
+SELECT a.id, a.balance, w.address
+FROM ledger_accounts AS a
+CROSS JOIN LATERAL (
+    SELECT w.address
+    FROM user_wallets AS uw JOIN wallets AS w ON w.id = uw.wallet_id
+    WHERE uw.user_id = a.user_id AND w.chain = 'solana'
+    ORDER BY w.is_primary DESC, uw.created_at, w.address
+    LIMIT 1
+) AS w
+WHERE a.kind = :kind AND a.balance >= :minimum
+ORDER BY a.id
+FOR UPDATE OF a
+"""
+
 CREATE = """
 WITH due AS (
-    SELECT a.id AS account_id, a.balance AS amount, w.address
-    FROM ledger_accounts AS a
-    CROSS JOIN LATERAL (
-        SELECT w.address
-        FROM user_wallets AS uw JOIN wallets AS w ON w.id = uw.wallet_id
-        WHERE uw.user_id = a.user_id AND w.chain = 'solana'
-        ORDER BY w.is_primary DESC, uw.created_at, w.address
-        LIMIT 1
-    ) AS w
-    WHERE a.kind = :kind AND a.balance >= :minimum
-    FOR UPDATE OF a
+    SELECT * FROM unnest(CAST(:accounts AS bigint[]), CAST(:amounts AS numeric[]), CAST(:wallets AS varchar[]))
+        AS due(account_id, amount, address)
 ),
 created AS (
     INSERT INTO payouts (account_id, kind, period_start, amount, wallet, batch_key, transaction_id)
@@ -50,8 +60,20 @@ entries AS (
     UNION ALL
     SELECT :tx, :clearing, sum(amount) FROM created HAVING sum(amount) > 0
     RETURNING amount
-)
+),
+released AS (DELETE FROM payout_holds WHERE account_id IN (SELECT account_id FROM created))
 SELECT count(*), COALESCE(sum(amount), 0) FROM created
+"""
+
+#: Flag the balances that stay owed because their wallet cannot receive; the first flag's time is kept.
+HOLD = """
+INSERT INTO payout_holds (account_id, wallet, reason, last_period_start)
+SELECT held.*, CAST(:period_start AS timestamptz)
+FROM unnest(CAST(:accounts AS bigint[]), CAST(:wallets AS varchar[]), CAST(:reasons AS varchar[]))
+    AS held(account_id, wallet, reason)
+ON CONFLICT (account_id) DO UPDATE
+SET wallet = excluded.wallet, reason = excluded.reason, last_period_start = excluded.last_period_start,
+    updated_at = now()
 """
 
 #: Settle finalized payouts: each gets its own ``payout_settled`` transaction (clearing -> external), keyed by
@@ -83,16 +105,42 @@ SELECT count(*), COALESCE(sum(amount), 0) FROM settled
 
 
 def create(session: Session, run: LedgerRun, settings: Settings) -> dict[str, Any]:
-    """The period's payouts of the run's account kind, moved to clearing and handed to the chain."""
+    """The period's payouts of the run's account kind, moved to clearing and handed to the chain.
+
+    A balance whose wallet cannot receive (see :func:`roadie.chain.addresses.why_not_a_wallet`) is not paid:
+    it stays owed on its account and is flagged in ``payout_holds`` for an admin, and everyone else is paid.
+    """
     batch_key = period_key(run.kind, run.period_start)
     tx = open_transaction(session, f"payout:{batch_key}", "payout", run.period_end, run_id=run.id)
     if tx is None:
-        return {"payouts": 0, "paid_out": 0}
+        return {"payouts": 0, "paid_out": 0, "held": 0}
+    payable: list[tuple[int, int, str]] = []
+    held: list[tuple[int, str, str]] = []
+    for account, amount, wallet in session.execute(
+        text(DUE), {"kind": run.kind, "minimum": settings.ledger_min_payout}
+    ):
+        problem = why_not_a_wallet(wallet)
+        if problem:
+            held.append((int(account), wallet, problem))
+        else:
+            payable.append((int(account), int(amount), wallet))
+    if held:
+        session.execute(
+            text(HOLD),
+            {
+                "accounts": [account for account, _, _ in held],
+                "wallets": [wallet for _, wallet, _ in held],
+                "reasons": [reason for _, _, reason in held],
+                "period_start": run.period_start,
+            },
+        )
     count, amount = session.execute(
         text(CREATE),
         {
+            "accounts": [account for account, _, _ in payable],
+            "amounts": [amount for _, amount, _ in payable],
+            "wallets": [wallet for _, _, wallet in payable],
             "kind": run.kind,
-            "minimum": settings.ledger_min_payout,
             "period_start": run.period_start,
             "batch_key": batch_key,
             "tx": tx,
@@ -101,7 +149,7 @@ def create(session: Session, run: LedgerRun, settings: Settings) -> dict[str, An
     ).one()
     if not count:
         session.execute(text("DELETE FROM ledger_transactions WHERE id = :tx"), {"tx": tx})
-        return {"payouts": 0, "paid_out": 0}
+        return {"payouts": 0, "paid_out": 0, "held": len(held)}
     transfers = session.execute(
         text("SELECT wallet, amount FROM payouts WHERE batch_key = :key ORDER BY id"), {"key": batch_key}
     ).all()
@@ -109,7 +157,7 @@ def create(session: Session, run: LedgerRun, settings: Settings) -> dict[str, An
     session.execute(
         text("UPDATE payouts SET batch_id = :batch WHERE batch_key = :key"), {"batch": batch_id, "key": batch_key}
     )
-    return {"payouts": int(count), "paid_out": int(amount)}
+    return {"payouts": int(count), "paid_out": int(amount), "held": len(held)}
 
 
 def hand_to_chain(session: Session, batch_key: str, transfers: list[tuple[str, int]]) -> uuid.UUID:
@@ -117,13 +165,11 @@ def hand_to_chain(session: Session, batch_key: str, transfers: list[tuple[str, i
 
     :func:`roadie.chain.transfers.create_batch` adds up amounts to one wallet and returns the existing
     batch when called again with the key, so a payout's transfer is the batch's transfer to its wallet.
+    It refuses a wallet that cannot receive; :func:`create` has held those back already.
     """
     from roadie.chain.transfers import create_batch
 
-    try:
-        return create_batch(session, batch_key, transfers)
-    except ValueError as exc:  # a malformed or off-curve wallet: the period waits until it is fixed
-        raise PermanentError(f"payout batch {batch_key}: {exc}", code="invalid_payout_wallet") from exc
+    return create_batch(session, batch_key, transfers)
 
 
 #: A payout's status is its transfer's; a failed batch (it can be re-run) shows as failed until it moves on.
@@ -178,3 +224,28 @@ def apply_statuses(session: Session, statuses: Mapping[int, str], now: dt.dateti
         },
     ).one()
     return {"settled": int(count), "settled_amount": int(amount)}
+
+
+HOLDS = """
+SELECT h.account_id, a.user_id, a.kind, a.balance AS owed, h.wallet, h.reason, h.held_since, h.last_period_start
+FROM payout_holds AS h JOIN ledger_accounts AS a ON a.id = h.account_id
+ORDER BY h.held_since, h.account_id
+LIMIT :limit
+"""
+
+
+async def held(session: AsyncSession, limit: int = 500) -> list[dict[str, Any]]:
+    """Balances owed but not paid because their wallet cannot receive, oldest first (admins' API and console)."""
+    return [
+        {
+            "account_id": row.account_id,
+            "user_id": str(row.user_id),
+            "kind": row.kind,
+            "owed": str(int(row.owed)),
+            "wallet": row.wallet,
+            "reason": row.reason,
+            "held_since": row.held_since.isoformat(),
+            "last_period_start": row.last_period_start.isoformat(),
+        }
+        for row in await session.execute(text(HOLDS), {"limit": limit})
+    ]
