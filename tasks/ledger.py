@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from models.platform import Job, JobStatus
+from roadie.chain.addresses import SolanaMint
 from roadie.db import transaction
 from roadie.jobs import intake
 from roadie.jobs.errors import PermanentError
@@ -39,7 +40,7 @@ class OpenPositionPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: uuid.UUID
-    mint_address: str = Field(min_length=32, max_length=44, description="The staked token's mint.")
+    mint_address: SolanaMint = Field(description="The staked token's mint.")
     amount: int = Field(gt=0, lt=10**38, description="Principal in base units.")
     rate_bps: int = Field(description="Yearly rate in basis points, 1 to ROADIE_LEDGER_STAKING_MAX_RATE_BPS.")
     rate_kind: Literal["apr", "apy"] = Field(

@@ -176,11 +176,18 @@ def test_ledger_jobs_run_on_the_ledger_pool_and_bad_staking_input_is_refused(
 
     zero_rate = client.post("/v1/jobs", json={"type": "staking.open", "payload": position | {"rate_bps": 0}})
     too_high = client.post("/v1/jobs", json={"type": "staking.open", "payload": position | {"rate_bps": 5001}})
+    program_mint = client.post(
+        "/v1/jobs",
+        json={"type": "staking.open", "payload": position | {"mint_address": "11111111111111111111111111111111"}},
+    )
     opened = client.post("/v1/jobs", json={"type": "staking.open", "payload": position}).json()
     unknown = client.post("/v1/jobs", json={"type": "staking.unstake", "payload": {"position_id": str(uuid.uuid4())}})
 
     assert zero_rate.status_code == too_high.status_code == 422
     assert zero_rate.json()["error"]["fields"][0]["field"] == "payload.rate_bps"
+    assert program_mint.status_code == 422
+    assert program_mint.json()["error"]["fields"][0]["field"] == "payload.mint_address"
+    assert "System Program" in program_mint.json()["error"]["fields"][0]["reason"]
     assert wait_for_job(client, opened["id"], "succeeded")["result"]["position_id"]
     failed = wait_for_job(client, unknown.json()["id"], {"failed", "succeeded"})
     assert failed["error"]["code"] == "unknown_position"

@@ -92,10 +92,20 @@ def _wallet(value: str) -> str:
     return address
 
 
+def _mint(value: str) -> str:
+    address = _address(value)
+    key = Pubkey.from_string(address)
+    if key in NOT_WALLETS and key != WRAPPED_SOL_MINT:
+        raise ValueError(f"not a token mint: the address is {NOT_WALLETS[key]}")
+    return address
+
+
 #: Any account address (32 bytes in base58).
 SolanaAddress = Annotated[str, Field(min_length=32, max_length=44), AfterValidator(_address)]
 #: An address that can receive and spend: someone holds its key (see :func:`why_not_a_wallet`).
 SolanaWallet = Annotated[str, Field(min_length=32, max_length=44), AfterValidator(_wallet)]
+#: A token's mint: any address but a program, sysvar or the incinerator (wrapped SOL's mint is a mint).
+SolanaMint = Annotated[str, Field(min_length=32, max_length=44), AfterValidator(_mint)]
 #: A token amount in base units, as SPL Token stores it (u64).
 TokenUnits = Annotated[int, Field(strict=True, gt=0, le=U64_MAX)]
 
