@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install ipfs-node demo test lint bench up clean
+.PHONY: install ipfs-node demo test lint docs bench up clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The documentation site (docs/, MkDocs Material) into site/; strict, so a broken link fails. The suite builds it too.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: install ipfs-node
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.throughput
@@ -45,4 +49,4 @@ bench: install ipfs-node
 	$(BIN)/python -m bench.analysis
 
 clean:
-	rm -rf $(VENV) .roadie .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) site .roadie .pytest_cache .mypy_cache .ruff_cache
