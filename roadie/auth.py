@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -38,15 +39,56 @@ def validate_scopes(scopes: Iterable[str]) -> list[str]:
     return chosen
 
 
+class KeyNameTakenError(ValueError):
+    """Another client already has this name; names are how operators tell keys apart."""
+
+
+def _new_key() -> tuple[str, str, str]:
+    """A fresh key: the raw key (shown once), its display prefix and its hash (stored)."""
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return raw_key, raw_key[: len(KEY_PREFIX) + 4], hash_key(raw_key)
+
+
 async def create_client(session: AsyncSession, name: str, scopes: Iterable[str]) -> tuple[ApiClient, str]:
     """Create a client and return it with its key, which is never stored or shown again."""
-    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
-    client = ApiClient(
-        name=name, key_prefix=raw_key[: len(KEY_PREFIX) + 4], key_hash=hash_key(raw_key), scopes=validate_scopes(scopes)
+    chosen = validate_scopes(scopes)
+    raw_key, prefix, key_hash = _new_key()
+    created = await session.scalar(
+        insert(ApiClient)
+        .values(name=name, key_prefix=prefix, key_hash=key_hash, scopes=chosen)
+        .on_conflict_do_nothing(index_elements=[ApiClient.name])
+        .returning(ApiClient)
     )
-    session.add(client)
-    await session.flush()
-    return client, raw_key
+    if created is None:
+        raise KeyNameTakenError(f"a key named {name!r} already exists")
+    return created, raw_key
+
+
+async def list_clients(session: AsyncSession) -> list[ApiClient]:
+    """Every client, live and revoked, oldest first."""
+    return list(await session.scalars(select(ApiClient).order_by(ApiClient.created_at, ApiClient.name)))
+
+
+async def revoke_client(session: AsyncSession, name: str) -> ApiClient | None:
+    """Revoke the live client of this name (None when there is none): it creates no job from now on."""
+    return await session.scalar(
+        update(ApiClient)
+        .where(ApiClient.name == name, ApiClient.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(ApiClient)
+    )
+
+
+async def rotate_client(session: AsyncSession, name: str) -> tuple[ApiClient, str] | None:
+    """Give the live client of this name a new key; the old one stops like a revoked one. None: no such client."""
+    raw_key, prefix, key_hash = _new_key()
+    client = await session.scalar(
+        update(ApiClient)
+        .where(ApiClient.name == name, ApiClient.revoked_at.is_(None))
+        .values(key_prefix=prefix, key_hash=key_hash)
+        .returning(ApiClient)
+    )
+    return (client, raw_key) if client is not None else None
 
 
 #: Lookups remembered per process: key hash -> (monotonic expiry, the client's column values).

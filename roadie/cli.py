@@ -13,8 +13,11 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 import click
+import psycopg
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
 
-from models.platform import JobStatus
+from models.platform import SCOPES, JobStatus
 from roadie.db import async_engine, async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
@@ -43,7 +46,28 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.group()
+class RoadieCommands(click.Group):
+    """Turns an unreachable database into one line and exit status 1 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, psycopg.OperationalError) as exc:
+            raise click.ClickException(_unreachable_database(exc)) from None
+
+
+def _unreachable_database(exc: Exception) -> str:
+    """Where the database was looked for and the driver's first line of why, with no URL or password."""
+    from roadie.settings import get_settings
+
+    settings = get_settings()
+    url = make_url(settings.sqlalchemy_url)
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    hint = " (the embedded server: is `roadie up` running?)" if settings.embedded_database else ""
+    return f"cannot reach the database at {url.host}:{url.port}{hint}: {reason}"
+
+
+@click.group(cls=RoadieCommands)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Roadie: the worker platform of the music service."""
@@ -141,9 +165,17 @@ def keys() -> None:
     """API keys."""
 
 
+SCOPES_HELP = "Comma-separated, some of: " + ", ".join(SCOPES) + "."
+
+
+def _print_new_key(raw_key: str) -> None:
+    click.echo(raw_key)
+    click.echo("Store this key now: Roadie keeps only its hash and cannot show it again.", err=True)
+
+
 @keys.command("create")
 @click.option("--name", required=True, help="Who the key is for (unique).")
-@click.option("--scopes", required=True, help="Comma-separated: jobs:write, jobs:read, admin.")
+@click.option("--scopes", required=True, help=SCOPES_HELP)
 def keys_create(name: str, scopes: str) -> None:
     """Create a key and print it once; only its hash is stored."""
     from roadie.auth import create_client
@@ -155,10 +187,58 @@ def keys_create(name: str, scopes: str) -> None:
 
     try:
         raw_key = _run(work)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scopes") from exc
-    click.echo(raw_key)
-    click.echo("Store this key now: Roadie keeps only its hash and cannot show it again.", err=True)
+    except ValueError as exc:  # an unknown scope or a name already taken
+        raise click.ClickException(str(exc)) from exc
+    _print_new_key(raw_key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Every key: name, prefix, scopes, when made and, if so, when revoked. Keys themselves are never shown."""
+    from roadie.auth import list_clients
+
+    async def work() -> list[str]:
+        async with async_transaction() as session:
+            return [
+                f"{c.name:<24} {c.key_prefix}…  {','.join(c.scopes):<40} created {c.created_at:%Y-%m-%d %H:%M}"
+                + (f"  revoked {c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "")
+                for c in await list_clients(session)
+            ]
+
+    for line in _run(work):
+        click.echo(line)
+
+
+@keys.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke a key: it creates no job from now on, and its console sessions end."""
+    from roadie.auth import revoke_client
+
+    async def work() -> bool:
+        async with async_transaction() as session:
+            return await revoke_client(session, name) is not None
+
+    if not _run(work):
+        raise click.ClickException(f"no live key named {name!r}")
+    click.echo(f"revoked {name}")
+
+
+@keys.command("rotate")
+@click.argument("name")
+def keys_rotate(name: str) -> None:
+    """Give a key's client a new key with the same scopes, printed once; the old key stops working."""
+    from roadie.auth import rotate_client
+
+    async def work() -> str | None:
+        async with async_transaction() as session:
+            rotated = await rotate_client(session, name)
+            return rotated[1] if rotated else None
+
+    raw_key = _run(work)
+    if raw_key is None:
+        raise click.ClickException(f"no live key named {name!r}")
+    _print_new_key(raw_key)
 
 
 @main.group()

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import httpx
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from models.platform import ApiClient
+from models.platform import SCOPES, ApiClient
 from roadie.auth import hash_key
 from roadie.cli import main
 from roadie.db import transaction
+from tests.conftest import free_port
 from tests.helpers import submit, wait_for_job
 
 
@@ -33,11 +39,58 @@ def test_keys_create_prints_a_key_once_and_stores_only_its_hash(api_url: str) ->
     assert response.status_code == 200
 
 
-def test_keys_create_refuses_unknown_scopes() -> None:
-    result = CliRunner().invoke(main, ["keys", "create", "--name", "x", "--scopes", "root"])
+def test_keys_create_refuses_unknown_scopes_and_taken_names_in_one_line() -> None:
+    roadie("keys", "create", "--name", "taken", "--scopes", "jobs:read")
 
-    assert result.exit_code == 2
-    assert "scopes must be some of" in result.output
+    unknown = CliRunner().invoke(main, ["keys", "create", "--name", "x", "--scopes", "root"])
+    taken = CliRunner().invoke(main, ["keys", "create", "--name", "taken", "--scopes", "jobs:read"])
+
+    assert unknown.exit_code == taken.exit_code == 1
+    assert unknown.output == "Error: scopes must be some of " + ", ".join(SCOPES) + "; got root\n"
+    assert taken.output == "Error: a key named 'taken' already exists\n"
+
+
+def test_keys_create_help_lists_the_real_scopes() -> None:
+    help_text = " ".join(roadie("keys", "create", "--help").split())
+
+    assert "some of: " + ", ".join(SCOPES) + "." in help_text
+
+
+def test_keys_list_revoke_and_rotate(api_url: str) -> None:
+    old = roadie("keys", "create", "--name", "mobile", "--scopes", "jobs:read").strip()
+    roadie("keys", "create", "--name", "web", "--scopes", "jobs:read")
+
+    new = roadie("keys", "rotate", "mobile").strip()
+    assert "revoked web" in roadie("keys", "revoke", "web")
+    listing = roadie("keys", "list")
+
+    assert new.startswith("rk_live_")
+    assert new != old
+    mobile, web = (line for line in listing.splitlines() if line.startswith(("mobile", "web")))
+    assert new[:12] in mobile
+    assert "revoked" not in mobile
+    assert "revoked" in web
+    assert old not in listing
+    assert new not in listing
+    assert httpx.get(f"{api_url}/v1/jobs", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+    assert httpx.get(f"{api_url}/v1/jobs", headers={"Authorization": f"Bearer {old}"}).status_code == 401
+    again = CliRunner().invoke(main, ["keys", "revoke", "web"])
+    assert (again.exit_code, again.output) == (1, "Error: no live key named 'web'\n")
+
+
+def test_an_unreachable_database_is_one_line_without_the_password() -> None:
+    closed_port = free_port()
+    env = os.environ | {"ROADIE_DATABASE_URL": f"postgresql+psycopg://roadie:hunter2@127.0.0.1:{closed_port}/roadie"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "roadie.cli", "keys", "list"], env=env, capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"Error: cannot reach the database at 127.0.0.1:{closed_port}: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert "hunter2" not in result.stderr
 
 
 @pytest.mark.usefixtures("worker")
@@ -55,3 +108,18 @@ def test_jobs_list_show_retry_and_cancel(client: httpx.Client) -> None:
 
     roadie("jobs", "cancel", slow)
     assert wait_for_job(client, slow, "cancelled")["cancel_requested"]
+
+
+def test_indexer_status_prints_only_its_answer_even_when_the_chain_is_down() -> None:
+    env = os.environ | {"ROADIE_SOLANA_RPC_URL": f"http://127.0.0.1:{free_port()}"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "roadie.cli", "indexer", "status"], env=env, capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0
+    assert result.stderr == ""
+    answer = json.loads(result.stdout)
+    assert answer["chain_slot"] is None
+    assert answer["chain_error"].startswith("unreachable at http://127.0.0.1:")
+    assert answer["poison"] == 0

@@ -35,7 +35,7 @@ from solders.transaction_status import EncodedTransactionWithStatusMeta, UiConfi
 from sqlalchemy import func, select
 
 from models.music import Nft
-from roadie.chain.client import Chain, connect, rpc_error_code
+from roadie.chain.client import Chain, RpcUnavailable, connect, rpc_error_code
 from roadie.chain.platform import platform_keypair, treasury
 from roadie.chain.token import ACCOUNT_SIZE
 from roadie.db import advisory_lock_key, autocommit, transaction
@@ -414,17 +414,27 @@ class Indexer:
 
 
 async def status(settings: Settings | None = None) -> dict[str, Any]:
-    """What ``roadie indexer status`` prints: per-address cursors, the tail, poison rows and the lag."""
+    """What ``roadie indexer status`` prints: per-address cursors, the tail, poison rows and the lag.
+
+    It asks the chain once, without retries: an unreachable chain is part of the answer, not an error.
+    """
     settings = settings or get_settings()
     addresses = watched_addresses(settings)
-    async with connect(settings) as chain:
-        chain_head, finalized_slot = await chain_slot(chain, Confirmed), await chain_slot(chain, Finalized)
+    chain_head: int | None = None
+    finalized_slot: int | None = None
+    chain_error: str | None = None
+    try:
+        async with connect(settings.model_copy(update={"solana_rpc_attempts": 1})) as chain:
+            chain_head, finalized_slot = await chain_slot(chain, Confirmed), await chain_slot(chain, Finalized)
+    except RpcUnavailable as exc:
+        chain_error = f"unreachable at {settings.solana_rpc_url}: {exc}"
     with transaction() as session:
         overview = store.overview(session, addresses)
     indexed = overview["indexed_slot"]
     return {
         "chain_slot": chain_head,
         "finalized_slot": finalized_slot,
-        "lag_slots": None if indexed is None else max(0, chain_head - indexed),
+        "lag_slots": None if indexed is None or chain_head is None else max(0, chain_head - indexed),
+        **({"chain_error": chain_error} if chain_error else {}),
         **overview,
     }
