@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
@@ -149,3 +150,28 @@ def test_a_requested_mint_starts_once_the_metadata_is_pinned_and_the_track_is_re
 
     assert {s["name"]: s["status"] for s in result["stages"]}["mint"] == "succeeded"
     assert _status(track_id) == "ready"
+
+
+@pytest.mark.parametrize(
+    ("status", "finished_minutes_before_rerun", "stands"),
+    [
+        (JobStatus.SUCCEEDED, 5, True),  # a success stands whatever happened since
+        (JobStatus.RUNNING, None, True),
+        (JobStatus.FAILED, None, True),  # no re-run yet: the failure stands and fails the pipeline
+        (JobStatus.FAILED, 5, False),  # failed before the re-run: started again
+        (JobStatus.CANCELLED, 5, False),
+        (JobStatus.FAILED, -5, True),  # failed after the re-run: the re-run failed
+    ],
+)
+def test_a_stage_failed_before_the_last_rerun_is_started_again_and_any_other_child_stands(
+    status: JobStatus, finished_minutes_before_rerun: int | None, stands: bool
+) -> None:
+    rerun_at = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+    finished = None
+    if finished_minutes_before_rerun is not None:
+        finished = rerun_at - dt.timedelta(minutes=finished_minutes_before_rerun)
+    child = Job(type="media.transcode", status=status, finished_at=finished)
+
+    assert (pipeline._standing(child, rerun_at) is child) is stands
+    assert pipeline._standing(child, None) is child
+    assert pipeline._standing(None, rerun_at) is None

@@ -1,7 +1,7 @@
 """Token instructions and account layouts solana-py does not ship: Token-2022's metadata pointer and
 token-metadata extensions, InitializeMint2, and reading a mint's metadata back.
 
-Layouts are in ``/work/shared/notes/solana-local.md`` §4 (little-endian; borsh strings are a u32
+Layouts follow the Token-2022 program's interface crates (little-endian; borsh strings are a u32
 length and UTF-8). The rest (ATA, MintTo, SetAuthority, TransferChecked, Memo) comes from
 ``spl.token.instructions`` and ``spl.memo``.
 """

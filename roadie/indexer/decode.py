@@ -228,6 +228,35 @@ def _transfer(
     )  # fmt: skip
 
 
+def _our_new_nft_mint(index: int, ix: Instruction, watch: Watch) -> str | None:
+    """The mint an InitializeMint2 creates, when it is one of our NFTs: Token-2022, 0 decimals, our authority."""
+    if ix.program_id != TOKEN_2022_PROGRAM_ID:
+        return None
+    mint, decimals, authority = _initialized_mint(index, ix)
+    return mint if decimals == 0 and authority == watch.mint_authority else None
+
+
+def _nft_mint(
+    index: int, ix: Instruction, watch: Watch, new_nft_mints: set[str], owners: dict[str, str]
+) -> Event | None:
+    """A MintTo of one of the NFTs this transaction created, signed by our authority, of exactly one token."""
+    _require(len(ix.data) == _MINT_TO_LENGTH, f"instruction {index}: MintTo of {len(ix.data)} bytes")
+    try:
+        params = decode_mint_to(ix)
+    except ValueError as exc:
+        raise DecodeError(f"instruction {index}: {exc}") from exc
+    if str(params.mint) not in new_nft_mints or params.mint_authority != watch.mint_authority:
+        return None
+    authority_signed = any(a.pubkey == params.mint_authority and a.is_signer for a in ix.accounts)
+    _require(authority_signed, f"instruction {index}: MintTo of our NFT without its authority's signature")
+    _require(params.amount == 1, f"instruction {index}: MintTo of {params.amount} tokens of an NFT")
+    destination = str(params.dest)
+    return Event(
+        index, "nft_mint", str(ix.program_id), mint=str(params.mint), destination=destination,
+        authority=str(params.mint_authority), owner=owners.get(destination), amount=params.amount,
+    )  # fmt: skip
+
+
 def decode(
     signature: str, tx: VersionedTransaction, meta: UiTransactionStatusMeta | None, watch: Watch
 ) -> DecodedTransaction:
@@ -244,31 +273,15 @@ def decode(
     for index, ix in enumerate(ixs):
         if ix.program_id not in TOKEN_PROGRAMS or not ix.data:
             continue
-        tag = ix.data[0]
-        if tag == INITIALIZE_MINT2 and ix.program_id == TOKEN_2022_PROGRAM_ID:
-            mint, decimals, authority = _initialized_mint(index, ix)
-            if decimals == 0 and authority == watch.mint_authority:
-                new_nft_mints.add(mint)
-        elif tag == MINT_TO:
-            _require(len(ix.data) == _MINT_TO_LENGTH, f"instruction {index}: MintTo of {len(ix.data)} bytes")
-            try:
-                params = decode_mint_to(ix)
-            except ValueError as exc:
-                raise DecodeError(f"instruction {index}: {exc}") from exc
-            authority_signed = any(a.pubkey == params.mint_authority and a.is_signer for a in ix.accounts)
-            if str(params.mint) in new_nft_mints and params.mint_authority == watch.mint_authority:
-                _require(authority_signed, f"instruction {index}: MintTo of our NFT without its authority's signature")
-                _require(params.amount == 1, f"instruction {index}: MintTo of {params.amount} tokens of an NFT")
-                destination = str(params.dest)
-                events.append(
-                    Event(
-                        index, "nft_mint", str(ix.program_id), mint=str(params.mint), destination=destination,
-                        authority=str(params.mint_authority), owner=owners.get(destination), amount=params.amount,
-                    )
-                )  # fmt: skip
-        elif tag == TRANSFER_CHECKED:
+        event: Event | None = None
+        if ix.data[0] == INITIALIZE_MINT2:
+            mint = _our_new_nft_mint(index, ix, watch)
+            new_nft_mints.update([mint] if mint else [])
+        elif ix.data[0] == MINT_TO:
+            event = _nft_mint(index, ix, watch, new_nft_mints, owners)
+        elif ix.data[0] == TRANSFER_CHECKED:
             event = _transfer(index, ix, watch, new_nft_mints, owners, memo_text)
-            if event is not None:
-                events.append(event)
+        if event is not None:
+            events.append(event)
     events.sort(key=lambda event: event.instruction_index)
     return DecodedTransaction(signature, succeeded=True, events=events)

@@ -83,40 +83,47 @@ def _start_child(session: Session, parent: Job, stage: Stage, track_id: uuid.UUI
     )
 
 
-def _plan(session: Session, parent: Job, track_id: uuid.UUID, mint: bool) -> Step:
-    """Start what can start; say what runs, what is done and whether a stage failed since the last re-run."""
+def _latest_children(session: Session, parent: Job) -> dict[str, Job]:
+    """Each stage's most recent child job, by job type."""
     latest: dict[str, Job] = {}
     for row in session.scalars(select(Job).where(Job.parent_id == parent.id).order_by(Job.created_at, Job.id)):
         latest[row.type] = row
+    return latest
+
+
+def _standing(child: Job | None, rerun_at: dt.datetime | None) -> Job | None:
+    """The child that stands for its stage: None when there is none, or it failed before the last re-run."""
+    if child is None or child.status not in (JobStatus.FAILED, JobStatus.CANCELLED) or rerun_at is None:
+        return child
+    return None if child.finished_at is not None and child.finished_at < rerun_at else child
+
+
+def _percent(view: list[dict[str, Any]], mint: bool) -> int:
+    """Progress weighted by stage, rounded down: 100 only when every stage is done."""
+    weights = {stage.name: stage.weight for stage in stages_for(mint)}
+    done = sum(weights[v["name"]] * (100 if v["status"] == "succeeded" else v.get("progress", 0)) for v in view)
+    return done // sum(weights.values())
+
+
+def _plan(session: Session, parent: Job, track_id: uuid.UUID, mint: bool) -> Step:
+    """Start what can start; say what runs, what is done and whether a stage failed since the last re-run."""
+    latest = _latest_children(session, parent)
     rerun_at: dt.datetime | None = session.scalar(
         select(func.max(JobEvent.created_at)).where(JobEvent.job_id == parent.id, JobEvent.kind == "rerun")
     )
     status: dict[str, str] = {}
     step = Step(view=[], waiting_on=[], failed=None, percent=0)
     for stage in stages_for(mint):
-        child: Job | None = latest.get(stage.job_type)
+        child = _standing(latest.get(stage.job_type), rerun_at)
+        if child is None and step.failed is None and all(status.get(name) == "succeeded" for name in stage.after):
+            child = _start_child(session, parent, stage, track_id)
+        status[stage.name] = child.status if child is not None else "pending"
+        step.view.append(_stage_view(stage, status[stage.name], child))
         if child is not None and child.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-            resumable = rerun_at is not None and child.finished_at is not None and child.finished_at < rerun_at
-            if not resumable:
-                step.failed = step.failed or child
-                status[stage.name] = child.status
-                step.view.append(_stage_view(stage, child.status, child))
-                continue
-            child = None  # failed before the re-run: start it again
-        if child is None:
-            if step.failed is None and all(status.get(name) == "succeeded" for name in stage.after):
-                child = _start_child(session, parent, stage, track_id)
-            else:
-                status[stage.name] = "pending"
-                step.view.append(_stage_view(stage, "pending", None))
-                continue
-        status[stage.name] = child.status
-        step.view.append(_stage_view(stage, child.status, child))
-        if child.status not in JobStatus.finished():
+            step.failed = step.failed or child
+        elif child is not None and child.status not in JobStatus.finished():
             step.waiting_on.append(child.id)
-    weights = {stage.name: stage.weight for stage in stages_for(mint)}
-    done = sum(weights[v["name"]] * (100 if v["status"] == "succeeded" else v.get("progress", 0)) for v in step.view)
-    step.percent = done // sum(weights.values())  # rounded down: 100 only when every stage is done
+    step.percent = _percent(step.view, mint)
     return step
 
 

@@ -1,6 +1,6 @@
 """The one place Roadie talks to an IPFS node's RPC API (Kubo's wire format), so the library can be swapped.
 
-Rules learnt the hard way (see the IPFS field notes): the client is constructed directly, never with
+Rules learnt the hard way: the client is constructed directly, never with
 ``connect()``, whose version gate refuses every current node; every call has a timeout, since a
 ``pin add`` of a block the node lacks waits for the network forever; adds ask for CIDv1 in base32 with
 raw leaves and Kubo's default chunker, so a CID equals the one ``ipfs add --cid-version=1`` prints for
