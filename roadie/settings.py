@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,14 @@ class Settings(BaseSettings):
         default=None, description="Celery broker URL (redis://... or amqp://...). Unset: embedded Redis."
     )
     home: Path = Field(default=Path(".roadie"), description="Where embedded servers, process logs and beat state live.")
+    env: Literal["development", "test", "production"] = Field(
+        default="development", description="Where this runs; `production` refuses every test-only switch."
+    )
+    fault_injection: bool = Field(
+        default=False,
+        description="Test-only: let `ROADIE_TEST_CRASH_POINT` kill a chain worker at a named point. "
+        "Refused when `ROADIE_ENV=production`.",
+    )
     api_host: str = Field(default="127.0.0.1", description="Address the intake API binds.")
     api_port: int = Field(default=8000, description="Port the intake API binds.")
     ipfs_api_addr: str = Field(
@@ -204,6 +212,12 @@ class Settings(BaseSettings):
     schedule_indexer_tick: str = Field(
         default="every 2s", description="Beat: the indexer reads new transactions and re-checks the unfinalized tail."
     )
+
+    @model_validator(mode="after")
+    def _no_fault_injection_in_production(self) -> Settings:
+        if self.fault_injection and self.env == "production":
+            raise ValueError("ROADIE_FAULT_INJECTION cannot be on when ROADIE_ENV=production")
+        return self
 
     @field_validator("indexer_watch_addresses")
     @classmethod

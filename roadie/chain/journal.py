@@ -14,7 +14,8 @@
 
 ``ROADIE_TEST_CRASH_POINT=<point>:<marker file>`` makes the worker SIGKILL its whole process group at
 ``before_send``, ``after_send`` or ``after_confirm`` the first time it gets there (the marker file
-records that it did), so tests can prove redelivery finishes the work exactly once.
+records that it did), so tests can prove redelivery finishes the work exactly once. It is armed only
+with ``ROADIE_FAULT_INJECTION=true``, which settings refuse under ``ROADIE_ENV=production``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from solders.transaction import VersionedTransaction
 from models.chain import ChainSend
 from roadie.chain.client import Chain
 from roadie.chain.sending import LEVELS, checked_size, level
-from roadie.settings import Settings
+from roadie.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,12 @@ RESEND_EVERY_S = 2.0
 
 
 def crash_point(name: str) -> None:
-    """Test-only: SIGKILL this worker (and its pool) at ``name``, once per marker file."""
+    """Test-only: SIGKILL this worker (and its pool) at ``name``, once per marker file, if fault injection is on."""
     spec = os.environ.get(CRASH_POINT_ENV)
     if not spec:
+        return
+    if not get_settings().fault_injection:
+        log.warning("chain.crash_point_refused", extra={"point": name, "reason": "ROADIE_FAULT_INJECTION is off"})
         return
     point, _, marker = spec.partition(":")
     if point != name or not marker:
