@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install ipfs-node demo test lint docs bench up clean
+.PHONY: prereqs install ipfs-node demo test lint docs bench up clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,14 @@ $(IPFS_NODE): tools/ipfs-node/package.json tools/ipfs-node/package-lock.json
 
 ipfs-node: $(IPFS_NODE)
 
-demo: install ipfs-node
+# What the demo needs from the machine, checked with the system python3 before anything is installed.
+prereqs:
+	@$(PYTHON) -m roadie.prereqs
+
+demo: prereqs install ipfs-node
 	$(BIN)/roadie demo
 
-up: install ipfs-node
+up: prereqs install ipfs-node
 	$(BIN)/roadie up
 
 test: install ipfs-node
