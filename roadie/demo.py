@@ -16,6 +16,7 @@ import httpx
 
 from roadie.auth import create_client
 from roadie.db import async_engine, async_transaction
+from roadie.flower import authentication_configured
 from roadie.supervisor import running_platform
 
 
@@ -88,7 +89,23 @@ def run_demo() -> int:
         with httpx.Client(base_url=platform.base_url, headers=headers, timeout=30) as client:
             job = _ingest_sample_track(client)
         print(f"track.ingest {job['id']} {job['status']}", job.get("error") or "")
-        print(f"\nLook at it: GET {job['url']} with a key from `.venv/bin/roadie keys create`")
         print(f"Logs of every process: {platform.settings.home.resolve() / 'logs'}")
-        print("Keep the platform running with `.venv/bin/roadie up`.")
-        return 0 if job["status"] == "succeeded" else 1
+    settings = platform.settings
+    flower = f"http://{settings.flower_address}:{settings.flower_port}" if authentication_configured(settings) else None
+    print(_next_steps(platform.base_url, job["url"], key, flower))
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def _next_steps(base_url: str, job_url: str, key: str, flower: str | None) -> str:
+    """Commands that work as printed once `roadie up` runs again: the data stays in ROADIE_HOME."""
+    lines = [
+        "",
+        "Everything stopped; the data stays. Start it again and look around:",
+        "  .venv/bin/roadie up",
+        f'  curl -s {job_url} -H "Authorization: Bearer {key}"   # the demo\'s key reads its job',
+        "  .venv/bin/roadie keys create --name me --scopes admin     # a key for the console:",
+        f"  open {base_url}/admin/ and sign in with that key",
+    ]
+    if flower:
+        lines.append(f"  Flower at {flower}, with the ROADIE_FLOWER_* authentication you configured")
+    return "\n".join(lines)

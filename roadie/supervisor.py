@@ -147,12 +147,12 @@ class Platform:
             self.processes[name] = ProcessGroup(name, command, logs / f"{name}.log", env=env).start()
         print(f"processes: {', '.join(self.processes)}; logs in {logs}")
 
-    def wait_ready(self, timeout_s: float = 60) -> None:
+    def wait_ready(self, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_alive()
             with suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.base_url}/readyz", timeout=5).status_code == 200:
                     return
             time.sleep(0.25)
         raise RuntimeError(f"the API at {self.base_url} did not become ready in {timeout_s:.0f}s")
