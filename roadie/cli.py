@@ -72,8 +72,12 @@ def _unreachable_database(exc: Exception) -> str:
 def main(ctx: click.Context) -> None:
     """Roadie: the worker platform of the music service."""
     from roadie.logs import configure_logging
+    from roadie.settings import get_settings
 
-    configure_logging("relay" if ctx.invoked_subcommand == "relay" else "cli")
+    if ctx.invoked_subcommand in ("demo", "up"):  # they talk to a person: the log lines go to a file
+        configure_logging("cli", to_file=get_settings().home / "logs" / "roadie.log")
+    else:
+        configure_logging("relay" if ctx.invoked_subcommand == "relay" else "cli")
 
 
 @main.command()

@@ -21,6 +21,7 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
@@ -161,11 +162,12 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure_logging(service: str | None = None, level: str | int | None = None) -> None:
+def configure_logging(service: str | None = None, level: str | int | None = None, to_file: Path | None = None) -> None:
     """Send every log record of this process to stderr as one JSON object per line (idempotent).
 
     ``service`` names the process in each line (``api``, ``relay``, ``worker``, ``beat``, ``cli``);
-    None keeps the name it has.
+    None keeps the name it has. ``to_file``: append the lines there instead, so that a command that
+    talks to a person (``roadie demo``, ``roadie up``) is not interleaved with library warnings.
     """
     if service is not None:
         _state["service"] = service
@@ -186,7 +188,10 @@ def configure_logging(service: str | None = None, level: str | int | None = None
             structlog.processors.JSONRenderer(default=str),
         ],
     )
-    handler = _StderrHandler(sys.stderr)
+    handler: logging.Handler = _StderrHandler(sys.stderr)
+    if to_file is not None:
+        to_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(to_file, encoding="utf-8")
     handler.setFormatter(formatter)
     handler.set_name("roadie-json")
     for existing in list(root.handlers):
