@@ -6,10 +6,15 @@ place that turns a key into a filesystem path, so another store can replace it l
 Every write is atomic: bytes go to a temporary file under ``<blob dir>/.tmp`` (the same filesystem),
 are fsynced, and are renamed onto their key, so a reader never sees half a file and a crash
 leaves at most a stray temporary file, never a truncated blob.
+
+A scratch directory (``work_dir``) holds an flock on its lock file for as long as its owner lives;
+the kernel drops it when the owner dies, however it dies, so ``sweep_scratch`` removes exactly the
+directories of dead owners, on this host or any other sharing the store.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -23,6 +28,8 @@ from types import TracebackType
 from roadie.settings import get_settings
 
 TMP_DIR = ".tmp"
+#: In every scratch directory: locked by its owner for its lifetime.
+LOCK_FILE = ".owner.lock"
 HEAD_BYTES = 4096  # enough for every content sniffer
 
 
@@ -149,12 +156,61 @@ def store_file(path: Path, key: str) -> Blob:
 
 @contextmanager
 def work_dir(prefix: str = "work-") -> Iterator[Path]:
-    """A scratch directory on the blob store's filesystem (so results move in by rename), always removed."""
-    path = Path(tempfile.mkdtemp(dir=_tmp_root(), prefix=prefix))
+    """A scratch directory on the blob store's filesystem (so results move in by rename), always removed.
+
+    Its lock is held until the directory is gone, so a sweep never takes a directory still in use.
+    """
+    path, lock = _locked_scratch(prefix)
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        os.close(lock)
+
+
+def _locked_scratch(prefix: str) -> tuple[Path, int]:
+    """A new scratch directory and the descriptor of its locked lock file.
+
+    A sweep can reach a directory before its owner has locked it; the owner then finds the
+    directory gone (no lock file to open, or a lock file already unlinked) and makes another.
+    """
+    while True:
+        path = Path(tempfile.mkdtemp(dir=_tmp_root(), prefix=prefix))
+        try:
+            lock = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.fstat(lock).st_nlink > 0:
+            return path, lock
+        os.close(lock)
+
+
+def sweep_scratch() -> list[str]:
+    """Remove the scratch directories whose owner is gone (their lock is free); returns their names.
+
+    The lock is held while the directory is removed, so its owner, had it just made it, makes another.
+    """
+    root = get_settings().blob_dir / TMP_DIR
+    removed = []
+    for path in sorted(root.iterdir()) if root.is_dir() else ():
+        if path.is_symlink() or not path.is_dir():
+            continue  # upload files of the API; a symlink is nothing a Roadie process made
+        try:
+            lock = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except FileNotFoundError:
+            continue  # removed meanwhile by its owner
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            continue  # its owner is alive
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(lock)
+        removed.append(path.name)
+    return removed
 
 
 def delete(key: str) -> None:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     schedule_sweep_outbox: str = Field(default="every 15s", description="Beat: re-send lost jobs.")
     schedule_reap_lost_jobs: str = Field(default="every 10s", description="Beat: re-queue jobs of dead workers.")
     schedule_purge_idempotency_keys: str = Field(default="17 * * * *", description="Beat: drop expired keys.")
+    schedule_sweep_scratch: str = Field(
+        default="every 5m", description="Beat: remove scratch folders of media work whose worker died."
+    )
     flower_address: str = Field(default="127.0.0.1", description="Address `roadie flower` binds.")
     flower_port: int = Field(default=5555, ge=1, le=65535, description="Port `roadie flower` binds.")
     flower_basic_auth: SecretStr | None = Field(

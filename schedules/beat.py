@@ -25,11 +25,14 @@ SCHEDULED_TASKS: dict[str, str] = {
     "ledger_payout_status": "ledger.beat_payout_status",
     "ledger_check": "ledger.beat_check",
     "indexer_tick": "indexer.tick",
+    "sweep_scratch": "media.sweep_scratch",
 }
 
 #: Delivery options of entries that do not go to ``default`` or must not pile up behind a busy consumer.
 SCHEDULE_OPTIONS: dict[str, dict[str, Any]] = {
     "indexer_tick": {"queue": "indexer", "expires": 30},
+    # Where the scratch folders are; behind a backlog of transcodes the next one will do.
+    "sweep_scratch": {"queue": "media", "expires": 300},
 }
 
 

@@ -1,4 +1,4 @@
-"""Media pool job types: transcoding and audio analysis of uploaded tracks (issue 3)."""
+"""Media pool job types: transcoding and audio analysis of uploaded tracks (issue 3), and scratch sweeping."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import logging
 import uuid
 from typing import Any
 
-from celery import signals
+from celery import current_app, shared_task, signals
 from pydantic import BaseModel, ConfigDict
 
+from roadie import blobs
 from roadie.ingest import stages
 from roadie.jobs.runtime import JobContext
 from roadie.jobs.types import job_type
@@ -39,12 +40,34 @@ def analyse(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
     return stages.analyse_track(payload.track_id, context.progress)
 
 
+@shared_task(name="media.sweep_scratch", ignore_result=True)
+def sweep_scratch() -> int:
+    """Remove scratch folders of media work whose process died (beat sends this to the media queue)."""
+    removed = blobs.sweep_scratch()
+    if removed:
+        log.info("media.scratch_swept", extra={"removed": removed})
+    return len(removed)
+
+
+def _consumes_media(app: Any) -> bool:
+    amqp = getattr(app, "amqp", None)
+    return amqp is not None and "media" in set(amqp.queues.consume_from or amqp.queues)
+
+
+@signals.worker_process_init.connect
+def _sweep_scratch_at_start(**_: Any) -> None:
+    """Each media pool process sweeps as it starts: the one replacing a killed child removes its scratch."""
+    if _consumes_media(current_app):
+        try:
+            sweep_scratch()
+        except OSError as exc:  # the next sweep tries again; the process still serves
+            log.warning("media.scratch_sweep_failed", extra={"error": str(exc)})
+
+
 @signals.worker_init.connect
 def _refuse_to_start_without_ffmpeg(sender: Any = None, **_: Any) -> None:
     """A worker that consumes the media queue needs ffmpeg and ffprobe: say so at start, not per job."""
-    amqp = getattr(getattr(sender, "app", None), "amqp", None)
-    consumed = set(amqp.queues.consume_from or amqp.queues) if amqp is not None else set()
-    if "media" not in consumed:
+    if not _consumes_media(getattr(sender, "app", None)):
         return
     try:
         ffmpeg.tools()

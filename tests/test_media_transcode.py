@@ -126,6 +126,14 @@ def test_bad_sources_fail_with_a_clear_code(
     assert failure.value.code == code
 
 
+def test_a_wav_cut_off_short_of_its_header_names_both_lengths(audio: AudioFiles, run: Run) -> None:
+    with pytest.raises(PermanentError) as failure:
+        run(audio.truncated_wav())
+
+    assert failure.value.code == "source_truncated"
+    assert str(failure.value) == "the file is cut off: its header promises 1000.00 s but the file holds only 1.00 s"
+
+
 def test_a_track_over_the_limit_fails(audio: AudioFiles, run: Run) -> None:
     with pytest.raises(PermanentError) as failure:
         run(audio.song("song-12s.wav", 12), max_duration_s=10)

@@ -2,18 +2,29 @@
 
 Full-length work runs in ffmpeg processes (constant memory, decoding streamed); Python only reads
 their progress lines. A process is killed when its job is cancelled, times out or fails.
+
+Each ffmpeg and ffprobe leads its own process group (a stop kills the whole group) and is tied to
+the worker that started it: on Linux the kernel SIGKILLs it when its parent dies (PR_SET_PDEATHSIG),
+so a worker child that is SIGKILLed or OOM-killed leaves no ffmpeg running. The kernel's "parent"
+is the thread that started the process, so every process is started and waited for by one thread
+that outlives it (``Run``; ``Runs.run`` keeps both in one thread).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,6 +48,23 @@ class UndecodableError(PermanentError):
     """The file is not audio ffmpeg can decode to the end."""
 
     code = "undecodable_audio"
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with(parent_pid: int) -> None:
+    """In the forked child, before exec: be SIGKILLed when the parent dies, also if it died already."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _spawn_options() -> dict[str, Any]:
+    """Popen options for a tool process: its own process group, and death with its parent."""
+    return {"process_group": 0, "preexec_fn": partial(_die_with, os.getpid())}
 
 
 @dataclass(frozen=True)
@@ -75,7 +103,7 @@ class Probe:
 def probe(path: Path) -> Probe:
     """ffprobe the first audio stream; UndecodableError when there is none or ffprobe cannot read the file."""
     command = [tools().ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
-    done = subprocess.run(command, capture_output=True, timeout=60, check=False)
+    done = subprocess.run(command, capture_output=True, timeout=60, check=False, **_spawn_options())
     if done.returncode != 0:
         raise UndecodableError(f"not a readable audio file: {_tail(done.stderr) or 'ffprobe failed'}")
     info: dict[str, Any] = json.loads(done.stdout or b"{}")
@@ -109,7 +137,7 @@ class Run:
         self.command = [tools().ffmpeg, *QUIET, "-loglevel", loglevel, *progress, *args]
         # stderr goes to a file: a pipe nobody reads while we read stdout could fill and stall ffmpeg.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._stderr)
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._stderr, **_spawn_options())
         self.out_time_s = 0.0
 
     @property
@@ -136,9 +164,10 @@ class Run:
         return stderr.decode(errors="replace")
 
     def stop(self) -> None:
-        """Kill ffmpeg unless it has ended, and reap it; a reader of its stdout then sees the end."""
+        """Kill ffmpeg's process group unless it has ended, and reap it; a reader of its stdout then sees the end."""
         if self.process.poll() is None:
-            self.process.kill()
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
     def __enter__(self) -> Run:

@@ -22,7 +22,7 @@ from pathlib import Path
 from pydub import AudioSegment
 
 from roadie.jobs.errors import PermanentError
-from roadie.media import ffmpeg
+from roadie.media import ffmpeg, sniff
 from roadie.media.ffmpeg import BITEXACT, Probe, UndecodableError
 
 DURATION_TOLERANCE_S = 0.05
@@ -170,6 +170,7 @@ def transcode(
     on_progress: Callable[[int, str], None],
 ) -> Transcoded:
     """Make every rendition of ``source_path`` in ``work`` and measure its loudness."""
+    _check_not_cut_off(source_path)
     expected = source.duration_s or 0.0
     plans = [_encode_args(source_path, source, work, kinds) for kinds in ENCODE_GROUPS]
     measure_args = ["-xerror", "-i", str(source_path), "-map", "0:a:0", "-vn"]
@@ -221,13 +222,28 @@ def _percent(seconds: float, total: float, low: int, high: int) -> int:
     return low if total <= 0 else low + int((high - low) * min(seconds / total, 1.0))
 
 
+def _cut_off(promised: float, found: float) -> bool:
+    return found < promised - max(TRUNCATION_SLACK_S, promised * TRUNCATION_SLACK_RATIO)
+
+
+def _check_not_cut_off(source_path: Path) -> None:
+    """A WAV shorter than its header: ffmpeg would only report a corrupt packet, so say what it is first."""
+    lengths = sniff.wav_lengths(source_path)
+    if lengths is not None and _cut_off(*lengths):
+        promised, held = lengths
+        raise PermanentError(
+            f"the file is cut off: its header promises {promised:.2f} s but the file holds only {held:.2f} s",
+            code="source_truncated",
+        )
+
+
 def _check_length(duration: float, source: Probe, max_duration_s: float) -> None:
     if duration <= 0:
         raise UndecodableError("no audio could be decoded from the file")
     if duration > max_duration_s:
         raise TooLongError(f"the track lasts {duration:.1f} s; the limit is {max_duration_s:.0f} s")
     promised = source.duration_s
-    if promised and duration < promised - max(TRUNCATION_SLACK_S, promised * TRUNCATION_SLACK_RATIO):
+    if promised and _cut_off(promised, duration):
         raise PermanentError(
             f"the file is cut off: its header promises {promised:.2f} s but only {duration:.2f} s decode",
             code="source_truncated",
