@@ -1,7 +1,7 @@
 """A worker outlives a network cut to RabbitMQ and consumes again soon after it heals, without a human.
 
-The cut is a TCP proxy between the worker and the broker that drops every byte both ways, as a dead
-link does, while each end still believes its connection is open: the shared RabbitMQ service is never
+The cut is a TCP proxy between the worker and the broker that carries nothing while cut, as a dead
+link does, and each end still believes its connection is open: the shared RabbitMQ service is never
 stopped. Runs on RabbitMQ only; ``tests/test_rabbitmq.py`` runs it in a session of its own on a vhost.
 """
 
@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,9 +30,9 @@ CUT_S = 30
 class Link:
     """A TCP proxy to ``upstream`` that can be cut and healed.
 
-    Cut, it drops what either end sends, forwards no close, and holds new connections unanswered. Healed,
-    it forwards again; a connection whose one end gave up during the cut is closed when the other end
-    next sends, as a reset from the far host would close it.
+    Cut, nothing crosses it: what either end sends, or a close, waits in the proxy as TCP segments wait
+    to be retransmitted, and new connections get no answer. Healed, everything held is delivered, so
+    an end that gave up during the cut is closed and the other learns it then.
     """
 
     def __init__(self, upstream: tuple[str, int]) -> None:
@@ -74,16 +75,17 @@ class Link:
                 data = source.recv(65536)
             except OSError:
                 data = b""
+            self.up.wait()
             if not data:
                 break
-            if self.up.is_set():
-                try:
-                    target.sendall(data)
-                except OSError:  # the other end gave up (during the cut): this one learns it now
-                    break
-        if self.up.is_set():
-            target.close()
-        source.close()
+            try:
+                target.sendall(data)
+            except OSError:
+                break
+        for end in (target, source):
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
 
 
 @pytest.fixture
