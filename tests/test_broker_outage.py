@@ -28,31 +28,36 @@ CUT_S = 30
 
 
 class Link:
-    """A TCP proxy to ``upstream`` that can be cut and healed.
+    """A TCP proxy to ``upstream`` that can be cut and healed, as the route of the worker's host can.
 
-    Cut, nothing crosses it: what either end sends, or a close, waits in the proxy as TCP segments wait
-    to be retransmitted, and new connections get no answer. Healed, everything held is delivered, so
-    an end that gave up during the cut is closed and the other learns it then.
+    A cut ends the worker's side of every connection at once (its host has no route: it notices and
+    reconnects), and refuses new connections until the heal. The broker's side hears nothing, ever: to
+    the broker the worker has gone silent, and only its heartbeat check frees the connection and the
+    exclusive queues it holds, which is what made a reconnecting worker fail with ``ResourceLocked``.
     """
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
-        self.up = threading.Event()
-        self.up.set()
-        self.sockets: list[socket.socket] = [self.listener]
+        self.up = True
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.silent: set[socket.socket] = set()  # broker-side ends whose worker is gone
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
-        self.up.clear()
+        self.up = False
+        for near, far in self.pairs:
+            self.silent.add(far)
+            end(near)
+        self.pairs.clear()
 
     def heal(self) -> None:
-        self.up.set()
+        self.up = True
 
     def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
+        for sock in [self.listener, *self.silent, *(s for pair in self.pairs for s in pair)]:
+            end(sock)
 
     def _accept(self) -> None:
         while True:
@@ -60,14 +65,13 @@ class Link:
                 near, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._connect, args=(near,), daemon=True).start()
-
-    def _connect(self, near: socket.socket) -> None:
-        self.up.wait()  # a connection attempted during the cut gets no answer before the heal
-        far = socket.create_connection(self.upstream)
-        self.sockets += [near, far]
-        threading.Thread(target=self._pump, args=(near, far), daemon=True).start()
-        threading.Thread(target=self._pump, args=(far, near), daemon=True).start()
+            if not self.up:
+                end(near)
+                continue
+            far = socket.create_connection(self.upstream)
+            self.pairs.append((near, far))
+            threading.Thread(target=self._pump, args=(near, far), daemon=True).start()
+            threading.Thread(target=self._pump, args=(far, near), daemon=True).start()
 
     def _pump(self, source: socket.socket, target: socket.socket) -> None:
         while True:
@@ -75,17 +79,22 @@ class Link:
                 data = source.recv(65536)
             except OSError:
                 data = b""
-            self.up.wait()
             if not data:
                 break
-            try:
-                target.sendall(data)
-            except OSError:
-                break
-        for end in (target, source):
-            with suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
+            if source not in self.silent and target not in self.silent:
+                with suppress(OSError):
+                    target.sendall(data)
+        if source in self.silent:  # the broker gave up on the silent worker at last
+            self.silent.discard(source)
+            end(source)
+        elif target not in self.silent:
+            end(target)
+
+
+def end(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 @pytest.fixture
