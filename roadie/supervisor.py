@@ -1,17 +1,21 @@
 """``roadie up``: the whole process set on one machine, without Docker.
 
 Starts the embedded servers when no URLs are configured, migrates, then runs the API, the
-outbox relay, one Celery worker per pool and beat; stops all of them on Ctrl-C or SIGTERM.
+outbox relay, one Celery worker per pool and beat. A process that dies is started again after a
+back-off (see :class:`RestartPolicy`); everything stops on Ctrl-C or SIGTERM, or when one process
+keeps dying, which is named.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -97,12 +101,87 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
     return commands
 
 
+#: Embedded servers that cannot simply be started again: the local chain keeps its state in memory only.
+NOT_RESTARTED = frozenset({"localnet"})
+
+
+class ProcessKeepsDyingError(RuntimeError):
+    """A process died too often in too short a time: restarting it again would only hide the fault."""
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a dead process after ``first_delay_s``, doubling per recent death up to ``max_delay_s``.
+
+    A process that dies ``max_deaths`` times within ``window_s`` is not restarted: ``roadie up`` stops.
+    """
+
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    max_deaths: int = 5
+    window_s: float = 300.0
+
+    def delay(self, recent_deaths: int) -> float:
+        return min(self.first_delay_s * 2.0 ** max(recent_deaths - 1, 0), self.max_delay_s)
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        with suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
+
+
+@dataclass
+class Supervisor:
+    """Restarts the processes it watches when they die, saying so on stdout; call :meth:`check` regularly."""
+
+    processes: dict[str, ProcessGroup]
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    deaths: dict[str, deque[float]] = field(default_factory=dict)
+    restart_at: dict[str, float] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Note new deaths, start what is due; raises :class:`ProcessKeepsDyingError` when the policy gives up."""
+        now = time.monotonic()
+        for name, process in self.processes.items():
+            if name in self.restart_at:
+                if now >= self.restart_at[name]:
+                    del self.restart_at[name]
+                    process.start()
+                    print(f"{name} restarted (pid {process.pid})")
+            elif not process.alive:
+                self._died(name, process, now)
+
+    def _died(self, name: str, process: ProcessGroup, now: float) -> None:
+        how = describe_exit(process.returncode)
+        process.wait_stopped(0)  # reap it, and SIGKILL pool children its death left behind
+        if name in NOT_RESTARTED:
+            raise ProcessKeepsDyingError(f"{name} {how}; it is not restarted; see {process.log_path}")
+        recent = self.deaths.setdefault(name, deque())
+        recent.append(now)
+        while recent and recent[0] < now - self.policy.window_s:
+            recent.popleft()
+        if len(recent) >= self.policy.max_deaths:
+            raise ProcessKeepsDyingError(
+                f"{name} {how}: {len(recent)} deaths in {self.policy.window_s:.0f} s, "
+                f"so it is not restarted again; see {process.log_path}"
+            )
+        delay = self.policy.delay(len(recent))
+        self.restart_at[name] = now + delay
+        print(f"{name} {how}; restarting it in {delay:g} s; see {process.log_path}")
+
+
 @dataclass
 class Platform:
     settings: Settings
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     processes: dict[str, ProcessGroup] = field(default_factory=dict)
+    supervisor: Supervisor = field(init=False)
     embedded: list[EmbeddedPostgres | EmbeddedRedis | LocalIpfsNode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.processes)
 
     @property
     def base_url(self) -> str:
@@ -150,17 +229,12 @@ class Platform:
     def wait_ready(self, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.check_alive()
+            self.supervisor.check()
             with suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base_url}/readyz", timeout=5).status_code == 200:
                     return
             time.sleep(0.25)
         raise RuntimeError(f"the API at {self.base_url} did not become ready in {timeout_s:.0f}s")
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if not process.alive:
-                raise RuntimeError(f"{name} exited with {process.returncode}; see {process.log_path}")
 
     def stop(self) -> None:
         """SIGTERM every process (warm shutdown), SIGKILL what is left after 20 s, then the servers."""
@@ -200,16 +274,22 @@ def running_platform(settings: Settings | None = None) -> Iterator[Platform]:
 
 
 def up() -> None:
-    """Run until Ctrl-C or SIGTERM."""
-    with running_platform() as platform:
-        print(f"Roadie is up: API at {platform.base_url} (Ctrl-C stops every process)")
-        if "flower" in platform.processes:
-            print(f"Flower at http://{platform.settings.flower_address}:{platform.settings.flower_port}")
-        else:
-            print("Flower not started: set ROADIE_FLOWER_BASIC_AUTH (or OAuth) to run it")
-        try:
-            while True:
-                platform.check_alive()
-                time.sleep(1)
-        except KeyboardInterrupt:
-            print("stopping...")
+    """Run until Ctrl-C or SIGTERM, restarting what dies; exit 1 when a process keeps dying."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # each death and restart shows at once, also in a pipe
+    try:
+        with running_platform() as platform:
+            print(f"Roadie is up: API at {platform.base_url} (Ctrl-C stops every process)")
+            if "flower" in platform.processes:
+                print(f"Flower at http://{platform.settings.flower_address}:{platform.settings.flower_port}")
+            else:
+                print("Flower not started: set ROADIE_FLOWER_BASIC_AUTH (or OAuth) to run it")
+            try:
+                while True:
+                    platform.supervisor.check()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                print("stopping...")
+    except ProcessKeepsDyingError as exc:
+        print(f"stopping: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

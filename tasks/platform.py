@@ -1,4 +1,4 @@
-"""The platform's own job type (``platform.echo``) and its housekeeping tasks."""
+"""The platform's own job type, ``platform.echo``; housekeeping runs inside beat (``schedules/beat.py``)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import logging
 import time
 from typing import Any, Literal
 
-from celery import shared_task
 from pydantic import BaseModel, ConfigDict, Field
 
-from roadie.jobs import outbox
 from roadie.jobs.errors import PermanentError, TransientError
 from roadie.jobs.runtime import JobContext
 from roadie.jobs.types import job_type
@@ -43,21 +41,3 @@ def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
     # At DEBUG: a no-op job should not cost a log line. Redacted like every line: secrets never reach the log.
     log.debug("echo.payload", extra={"payload": result})
     return result
-
-
-@shared_task(name="platform.sweep_outbox", ignore_result=True)
-def sweep_outbox() -> int:
-    """Re-send jobs the broker lost."""
-    return outbox.republish_stale()
-
-
-@shared_task(name="platform.reap_lost_jobs", ignore_result=True)
-def reap_lost_jobs() -> int:
-    """Re-queue jobs whose worker died."""
-    return outbox.reap_lost()
-
-
-@shared_task(name="platform.purge_idempotency_keys", ignore_result=True)
-def purge_idempotency_keys() -> int:
-    """Forget expired Idempotency-Keys."""
-    return outbox.purge_expired_idempotency_keys()

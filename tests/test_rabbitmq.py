@@ -40,29 +40,45 @@ def rabbitmq_reachable(url: str) -> bool:
         return False
 
 
-@pytest.mark.skipif(
-    os.environ.get("ROADIE_TEST_BROKER_URL", "").startswith("amqp"),
-    reason="this session already runs on RabbitMQ",
-)
-def test_the_end_to_end_subset_passes_with_rabbitmq_as_the_broker() -> None:
+def run_on_rabbitmq(tests: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``tests`` as a pytest session of their own with RabbitMQ as the broker."""
     if not rabbitmq_reachable(RABBITMQ_URL):
         if os.environ.get("CI"):
             pytest.fail(f"RabbitMQ is not reachable at {urlsplit(RABBITMQ_URL).netloc} (.ci/services.sh starts it)")
         pytest.skip(f"RabbitMQ is not reachable at {urlsplit(RABBITMQ_URL).netloc}")
     env = dict(os.environ, ROADIE_TEST_BROKER_URL=RABBITMQ_URL)
-
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", *SUBSET],
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", *tests],
         check=False,
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
     )
+
+
+ON_RABBITMQ_ALREADY = pytest.mark.skipif(
+    os.environ.get("ROADIE_TEST_BROKER_URL", "").startswith("amqp"),
+    reason="this session already runs on RabbitMQ",
+)
+
+
+@ON_RABBITMQ_ALREADY
+def test_the_end_to_end_subset_passes_with_rabbitmq_as_the_broker() -> None:
+    started = time.monotonic()
+    done = run_on_rabbitmq(SUBSET, timeout=240)
 
     report = f"{done.stdout[-8000:]}\n{done.stderr[-2000:]}"
     assert done.returncode == 0, report
     assert f"{len(SUBSET)} passed" in done.stdout, report
     assert time.monotonic() - started < 120, report
+
+
+@ON_RABBITMQ_ALREADY
+def test_a_worker_outlives_a_30_s_network_cut_to_rabbitmq() -> None:
+    done = run_on_rabbitmq(["tests/test_broker_outage.py"], timeout=300)
+
+    report = f"{done.stdout[-8000:]}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, report
+    assert "1 passed" in done.stdout, report

@@ -19,6 +19,9 @@ from workers import telemetry  # noqa: F401 - connects the JSON logging and metr
 from workers.base import bind_job_types
 
 VISIBILITY_TIMEOUT_S = 7200  # above the longest transcode; the ledger's reaper recovers lost jobs sooner
+#: AMQP heartbeat: after a network cut RabbitMQ drops the dead connection within about two of these, so a
+#: worker that reconnects is not refused the exclusive pidbox queue its old connection still holds.
+BROKER_HEARTBEAT_S = 10
 
 
 def create_app() -> Celery:
@@ -49,9 +52,16 @@ def create_app() -> Celery:
         task_default_queue="default",
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
+        # A worker that loses the broker keeps reconnecting, never giving up, and retries a channel
+        # error (such as RabbitMQ's 405 RESOURCE_LOCKED on the pidbox queue) instead of exiting.
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_channel_error_retry=True,
+        broker_heartbeat=BROKER_HEARTBEAT_S,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         task_routes=_route,
         beat_schedule=beat_schedule(settings),
+        beat_scheduler="schedules.beat:Scheduler",  # runs housekeeping in beat's own process
         timezone="UTC",
         enable_utc=True,
     )
@@ -59,7 +69,7 @@ def create_app() -> Celery:
 
 
 def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:
-    """Route a job's task to its type's queue; platform housekeeping goes to ``default``."""
+    """Route a job's task to its type's queue; anything else (beat's ledger and indexer entries) to ``default``."""
     from roadie.jobs.types import job_types
 
     job_type = job_types().get(name)

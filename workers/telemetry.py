@@ -3,7 +3,7 @@
 Logging: Celery's ``setup_logging`` signal hands logging to :func:`roadie.logs.configure_logging`
 (Celery then installs no handler of its own and redirects no output); the worker's banner
 becomes one JSON line. Each task runs with the request id from its message headers bound (or
-its task id for housekeeping), plus its job id, so every line it writes, and every job it
+its task id for a task beat sent), plus its job id, so every line it writes, and every job it
 spawns, carries that id.
 
 Metrics: prefork runs tasks in pool children, so the worker uses prometheus_client's
