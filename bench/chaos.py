@@ -71,6 +71,10 @@ CHAOS_ENV = {
 }
 
 
+#: The log event of a worker whose outcome was refused because its lease had moved on.
+LEASE_LOST = '"job.outcome_refused_lease_lost"'
+
+
 @dataclass(frozen=True)
 class Plan:
     rate: float  # jobs submitted per second
@@ -81,7 +85,7 @@ class Plan:
     mints: int  # tracks minted per round
 
 
-SHORT = Plan(rate=8, gap_s=4, rounds=1, cut_s=6, drain_s=60, mints=3)
+SHORT = Plan(rate=8, gap_s=3, rounds=1, cut_s=6, drain_s=60, mints=3)
 
 
 def long_plan(duration_s: float) -> Plan:
@@ -127,6 +131,13 @@ class Load:
                 self._submit(client, payload, f"chaos-{uuid.uuid4()}")
                 due += 1 / self.rate
                 self.stop.wait(max(0.0, due - time.monotonic()))
+
+    def slow(self, count: int, sleep_ms: int) -> None:
+        """``count`` echo jobs of ``sleep_ms`` each, so that a worker is caught mid-run."""
+        headers = {"Authorization": f"Bearer {self.key}"}
+        with httpx.Client(base_url=self.base_url, headers=headers, timeout=10) as client:
+            for _ in range(count):
+                self._submit(client, {"sleep_ms": sleep_ms, "slow": True}, f"chaos-{uuid.uuid4()}")
 
     def mint(self, tracks: int) -> None:
         """``tracks`` new tracks, each with its nft.mint job, for the chain worker to be killed under."""
@@ -356,9 +367,9 @@ class Platform:
         """SIGKILL the process group (a worker: mid-job if ``busy``), then start it again."""
         if busy:
             try:
-                wait_until(lambda: running_on(name) > 0, timeout=20, what=f"a job running on {name}", every=0.05)
+                wait_until(lambda: running_on(name) > 0, timeout=60, what=f"a job running on {name}", every=0.05)
             except TimeoutError:
-                print(f"  {name} ran no job within 20s; killed idle")
+                print(f"  {name} ran no job within 60s; killed idle")
         process = self.process(name)
         process.kill()
         time.sleep(1)  # a supervisor restarts after a back-off
@@ -366,7 +377,11 @@ class Platform:
         print(f"  SIGKILLed {name} (process group) and started it again")
 
 
-def faults(platform: Platform, space: Namespace | None, plan: Plan) -> list[tuple[str, Callable[[], None]]]:
+def faults(platform: Platform, load: Load, space: Namespace | None, plan: Plan) -> list[tuple[str, Callable[[], None]]]:
+    def kill_chain_worker() -> None:
+        load.mint(plan.mints)
+        platform.kill_and_restart("worker-chain", busy=True)
+
     def flush() -> None:
         flush_broker()
         print("  flushed the broker (FLUSHDB): queued and unacknowledged messages are gone")
@@ -375,18 +390,26 @@ def faults(platform: Platform, space: Namespace | None, plan: Plan) -> list[tupl
         if space is None or platform.cut_off is None:
             print("  partition skipped (no network namespace)")
             return
+        cut_off = platform.cut_off
+        load.slow(4, sleep_ms=2000)  # one per default worker: the one to be cut off is likely mid-run
         with suppress(TimeoutError):
-            wait_until(lambda: running_on("worker-cut-off") > 0, timeout=20, what="a job on worker-cut-off", every=0.05)
+            wait_until(lambda: running_on(cut_off.name) > 0, timeout=20, what="a job on the worker", every=0.02)
         space.cut()
-        print(f"  cut worker-cut-off off from Postgres and Redis for {plan.cut_s:.0f}s")
+        held = jobs_running_on(cut_off.name)
+        refused = cut_off.log().count(LEASE_LOST)
+        print(f"  cut {cut_off.name} off from Postgres and Redis for {plan.cut_s:.0f}s, holding {len(held)} job(s)")
         time.sleep(plan.cut_s)
         space.heal()
-        print("  healed the partition")
+        with suppress(TimeoutError):  # TCP retransmits with back-off: stalled statements land seconds after the heal
+            wait_until(lambda: count_unfinished(held) == 0, timeout=60, what="the jobs it held", every=0.2)
+        taken = taken_over(held, cut_off.name)
+        late = cut_off.log().count(LEASE_LOST) - refused
+        print(f"  healed; {taken} of its jobs were taken over meanwhile, {late} late outcome(s) of it refused")
 
     return [
+        ("SIGKILL the chain worker mid-mint", kill_chain_worker),
         ("SIGKILL a default worker mid-job", lambda: platform.kill_and_restart("worker-default-1", busy=True)),
         ("SIGKILL the relay", lambda: platform.kill_and_restart("relay")),
-        ("SIGKILL the chain worker mid-mint", lambda: platform.kill_and_restart("worker-chain", busy=True)),
         ("flush the broker", flush),
         ("SIGKILL a beat (two run at once)", lambda: platform.kill_and_restart("beat-1")),
         ("partition a worker", partition),
@@ -408,11 +431,25 @@ class Verdict:
         return not (self.lost or self.duplicated or self.stuck)
 
 
-def running_on(worker: str) -> int:
+def jobs_running_on(worker: str) -> list[str]:
     """Jobs that the worker named ``worker`` holds a lease of."""
     with database_connection() as connection:
+        rows = connection.execute(
+            "SELECT job_id::text FROM job_attempts WHERE outcome = 'running' AND worker LIKE %s", [f"{worker}@%"]
+        ).fetchall()
+    return [str(job_id) for (job_id,) in rows]
+
+
+def running_on(worker: str) -> int:
+    return len(jobs_running_on(worker))
+
+
+def taken_over(jobs: list[str], worker: str) -> int:
+    """How many of ``jobs`` the worker lost to a successor (its attempt was closed as lost)."""
+    with database_connection() as connection:
         row = connection.execute(
-            "SELECT count(*) FROM job_attempts WHERE outcome = 'running' AND worker LIKE %s", [f"{worker}@%"]
+            "SELECT count(*) FROM job_attempts WHERE job_id = ANY(%s::uuid[]) AND outcome = 'lost' AND worker LIKE %s",
+            [jobs, f"{worker}@%"],
         ).fetchone()
     return int(str(row[0])) if row else 0
 
@@ -450,7 +487,7 @@ def verdict(accepted: list[str], tracks: list[str], logs: list[Process]) -> Verd
     twice += [f"track {track} (landed mints: {minted.get(track, 0)})" for track in tracks if minted.get(track) != 1]
     lost = [job for job in accepted if statuses.get(job) in (None, "failed", "cancelled")]
     stuck = [job for job in accepted if statuses.get(job) not in (None, "succeeded", "failed", "cancelled")]
-    refused = sum(p.log().count('"job.outcome_refused_lease_lost"') for p in logs if p.name.startswith("worker-"))
+    refused = sum(p.log().count(LEASE_LOST) for p in logs if p.name.startswith("worker-"))
     return Verdict(lost, twice, stuck, refused)
 
 
@@ -458,6 +495,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="each fault once, under 3 minutes (CI)")
     parser.add_argument("--duration", type=float, default=600, help="long form: seconds of faults under load")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs even when all went well")
     args = parser.parse_args()
     plan = SHORT if args.short else long_plan(args.duration)
     home = Path(tempfile.mkdtemp(prefix="roadie-chaos-"))
@@ -479,8 +517,7 @@ def main() -> int:
         load = Load(f"http://127.0.0.1:{platform.api_port}", create_api_key(), plan.rate).start()
         time.sleep(plan.gap_s)
         for round_ in range(plan.rounds):
-            load.mint(plan.mints)
-            for what, fault in faults(platform, space, plan):
+            for what, fault in faults(platform, load, space, plan):
                 print(f"[{time.monotonic() - started:5.0f}s] round {round_ + 1}: {what}", flush=True)
                 fault()
                 time.sleep(plan.gap_s)
@@ -492,7 +529,7 @@ def main() -> int:
         dead = [p.name for p in bench.processes if not p.alive]
         if platform.cut_off is not None:
             platform.cut_off.stop()  # before its namespace goes
-        if not result.clean or dead:
+        if not result.clean or dead or args.keep_logs:
             kept = Path(tempfile.mkdtemp(prefix="roadie-chaos-logs-"))
             shutil.copytree(bench.log_dir, kept, dirs_exist_ok=True)
             print(f"process logs kept in {kept}")
