@@ -80,18 +80,18 @@ class Plan:
     rate: float  # jobs submitted per second
     gap_s: float  # between two faults
     rounds: int  # how many times the list of faults is gone through
-    cut_s: float  # how long the namespaced worker is cut off
+    cut_s: float  # how long the namespaced worker is cut off at most (until its jobs are taken over)
     drain_s: float  # how long the jobs may take to finish after the load stops
     mints: int  # tracks minted per round
 
 
-SHORT = Plan(rate=8, gap_s=3, rounds=1, cut_s=6, drain_s=60, mints=3)
+SHORT = Plan(rate=5, gap_s=3, rounds=1, cut_s=20, drain_s=60, mints=3)
 
 
 def long_plan(duration_s: float) -> Plan:
     gap_s, faults = 10.0, 6
     rounds = max(1, round(duration_s / (gap_s * faults)))
-    return Plan(rate=20, gap_s=gap_s, rounds=rounds, cut_s=30, drain_s=180, mints=10)
+    return Plan(rate=20, gap_s=gap_s, rounds=rounds, cut_s=60, drain_s=180, mints=10)
 
 
 # --- load ----------------------------------------------------------------------------------------
@@ -391,20 +391,28 @@ def faults(platform: Platform, load: Load, space: Namespace | None, plan: Plan) 
             print("  partition skipped (no network namespace)")
             return
         cut_off = platform.cut_off
-        load.slow(4, sleep_ms=2000)  # one per default worker: the one to be cut off is likely mid-run
+        load.slow(4, sleep_ms=8000)  # one per default worker: the one to be cut off is caught mid-run
         with suppress(TimeoutError):
-            wait_until(lambda: running_on(cut_off.name) > 0, timeout=20, what="a job on the worker", every=0.02)
+            wait_until(lambda: slow_running_on(cut_off.name), timeout=60, what="a slow job on the worker", every=0.1)
         space.cut()
+        cut_at = time.monotonic()
         held = jobs_running_on(cut_off.name)
         refused = cut_off.log().count(LEASE_LOST)
-        print(f"  cut {cut_off.name} off from Postgres and Redis for {plan.cut_s:.0f}s, holding {len(held)} job(s)")
-        time.sleep(plan.cut_s)
+        print(f"  cut {cut_off.name} off from Postgres and Redis, holding {len(held)} job(s)")
+        with suppress(TimeoutError):  # until the reaper gave its jobs to others, or cut_s at most
+            wait_until(
+                lambda: taken_over(held, cut_off.name) == len(held) and time.monotonic() - cut_at > 4,
+                timeout=plan.cut_s,
+                what="its jobs to be taken over",
+                every=0.2,
+            )
         space.heal()
+        print(f"  healed after {time.monotonic() - cut_at:.0f}s")
         with suppress(TimeoutError):  # TCP retransmits with back-off: stalled statements land seconds after the heal
             wait_until(lambda: count_unfinished(held) == 0, timeout=60, what="the jobs it held", every=0.2)
         taken = taken_over(held, cut_off.name)
         late = cut_off.log().count(LEASE_LOST) - refused
-        print(f"  healed; {taken} of its jobs were taken over meanwhile, {late} late outcome(s) of it refused")
+        print(f"  {taken} of its jobs were taken over meanwhile; {late} late outcome(s) of it refused")
 
     return [
         ("SIGKILL the chain worker mid-mint", kill_chain_worker),
@@ -442,6 +450,17 @@ def jobs_running_on(worker: str) -> list[str]:
 
 def running_on(worker: str) -> int:
     return len(jobs_running_on(worker))
+
+
+def slow_running_on(worker: str) -> bool:
+    """Whether the worker holds one of the slow jobs :meth:`Load.slow` submits."""
+    with database_connection() as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id"
+            " WHERE a.outcome = 'running' AND a.worker LIKE %s AND j.payload ? 'slow'",
+            [f"{worker}@%"],
+        ).fetchone()
+    return bool(row and int(str(row[0])))
 
 
 def taken_over(jobs: list[str], worker: str) -> int:
