@@ -85,7 +85,7 @@ class Plan:
     mints: int  # tracks minted per round
 
 
-SHORT = Plan(rate=5, gap_s=3, rounds=1, cut_s=20, drain_s=60, mints=3)
+SHORT = Plan(rate=5, gap_s=3, rounds=1, cut_s=12, drain_s=60, mints=3)
 
 
 def long_plan(duration_s: float) -> Plan:
@@ -393,7 +393,7 @@ def faults(platform: Platform, load: Load, space: Namespace | None, plan: Plan) 
         cut_off = platform.cut_off
         load.slow(4, sleep_ms=8000)  # one per default worker: the one to be cut off is caught mid-run
         with suppress(TimeoutError):
-            wait_until(lambda: slow_running_on(cut_off.name), timeout=60, what="a slow job on the worker", every=0.1)
+            wait_until(lambda: slow_running_on(cut_off.name), timeout=30, what="a slow job on the worker", every=0.1)
         space.cut()
         cut_at = time.monotonic()
         held = jobs_running_on(cut_off.name)
