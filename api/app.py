@@ -19,7 +19,7 @@ from api import admin, console, jobs, ledger, telemetry, tracks
 from api.errors import on_http_error, on_intake_error, on_unexpected_error
 from api.openapi import openapi_spec
 from api.telemetry import RequestContextMiddleware
-from roadie.db import async_engine
+from roadie.db import async_engine, use_role
 from roadie.heap import freeze_startup_heap
 from roadie.jobs.intake import IntakeError
 from roadie.logs import configure_logging
@@ -66,6 +66,7 @@ async def openapi(request: Request) -> JSONResponse:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Served (not merely imported): what start-up allocated is frozen out of the collector's sight."""
+    use_role("api")
     freeze_startup_heap()
     yield
 

@@ -108,9 +108,11 @@ def migrate() -> None:
 @main.command()
 def relay() -> None:
     """Publish committed jobs from the outbox to the broker (run one or more)."""
+    from roadie.db import use_role
     from roadie.heap import freeze_startup_heap
     from roadie.jobs.outbox import relay_forever
 
+    use_role("relay")
     freeze_startup_heap()
     with suppress(KeyboardInterrupt):
         relay_forever()

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -21,6 +21,53 @@ from roadie.settings import get_settings
 
 #: A pooled connection back in the pool for less than this is handed out without a ping.
 PING_IF_IDLE_S = 1.0
+
+#: Which process this is. The four long-running kinds each have a statement timeout of their own;
+#: ``cli`` (commands, migrations, scripts) has none, but the same connect timeout and keepalives.
+Role = Literal["api", "worker", "relay", "beat", "cli"]
+_role: Role = "cli"
+
+
+def use_role(role: Role) -> None:
+    """Called at a process's start: its connections from now on carry the role's timeouts and name."""
+    global _role  # noqa: PLW0603 - one role per process
+    if role != _role:
+        _role = role
+        dispose_engines()
+
+
+def connect_args() -> dict[str, Any]:
+    """libpq parameters of every connection of this process's role.
+
+    A cut-off or frozen peer is noticed within ``idle + interval x count`` seconds on both ends:
+    client keepalives and ``tcp_user_timeout`` end a statement stuck in TCP retransmission, and the
+    server's own keepalives and connection checks end a session whose client is gone, with its locks,
+    so a successor is not kept waiting. The statement timeout bounds a statement (and an idle open
+    transaction), so nothing a worker started lands long after the worker stopped waiting for it.
+    """
+    settings = get_settings()
+    idle, interval, count = settings.db_keepalive_idle_s, settings.db_keepalive_interval_s, settings.db_keepalive_count
+    user_timeout_ms = (idle + interval * count) * 1000
+    statement_timeout_ms = round(getattr(settings, f"db_statement_timeout_{_role}_s", 0.0) * 1000)
+    server = {
+        "statement_timeout": statement_timeout_ms,
+        "idle_in_transaction_session_timeout": statement_timeout_ms,
+        "tcp_keepalives_idle": idle,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": count,
+        "tcp_user_timeout": user_timeout_ms,
+        "client_connection_check_interval": interval * 1000,
+    }
+    return {
+        "connect_timeout": settings.db_connect_timeout_s,
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": user_timeout_ms,
+        "application_name": f"roadie-{_role}",
+        "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
+    }
 
 
 def _ping_when_idle(engine: Engine) -> Engine:
@@ -50,7 +97,8 @@ def _ping_when_idle(engine: Engine) -> Engine:
 @lru_cache(maxsize=1)
 def sync_engine() -> Engine:
     """The process's engine for workers, beat, the relay and the CLI."""
-    return _ping_when_idle(create_engine(get_settings().sqlalchemy_url, pool_size=5, max_overflow=10))
+    engine = create_engine(get_settings().sqlalchemy_url, pool_size=5, max_overflow=10, connect_args=connect_args())
+    return _ping_when_idle(engine)
 
 
 @lru_cache(maxsize=1)
@@ -63,6 +111,7 @@ def autocommit_engine() -> Engine:
     engine = create_engine(
         get_settings().sqlalchemy_url,
         isolation_level="AUTOCOMMIT",
+        connect_args=connect_args(),
         pool_size=2,
         max_overflow=5,
         pool_reset_on_return=None,  # no transaction to roll back: a ROLLBACK per checkin would be a wasted call
@@ -73,7 +122,9 @@ def autocommit_engine() -> Engine:
 @lru_cache(maxsize=1)
 def async_engine() -> AsyncEngine:
     """The API's engine; one per process, created lazily inside the running loop."""
-    engine = create_async_engine(get_settings().sqlalchemy_url, pool_size=20, max_overflow=20)
+    engine = create_async_engine(
+        get_settings().sqlalchemy_url, pool_size=20, max_overflow=20, connect_args=connect_args()
+    )
     _ping_when_idle(engine.sync_engine)
     return engine
 

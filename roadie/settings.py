@@ -59,6 +59,31 @@ class Settings(BaseSettings):
     relay_poll_interval_s: float = Field(default=0.5, gt=0, description="Outbox relay's fallback poll.")
     retry_backoff_base_s: float = Field(default=1.0, gt=0, description="First retry delay.")
     retry_backoff_max_s: float = Field(default=600.0, gt=0, description="Largest retry delay.")
+    db_connect_timeout_s: int = Field(
+        default=5, ge=2, description="How long opening a database connection may take (libpq `connect_timeout`)."
+    )
+    db_keepalive_idle_s: int = Field(
+        default=10,
+        ge=1,
+        description="A silent database connection is probed after this long, both ends; with the next two "
+        "settings it bounds how long a cut-off peer goes unnoticed (also as `tcp_user_timeout`).",
+    )
+    db_keepalive_interval_s: int = Field(default=5, ge=1, description="Seconds between unanswered keepalive probes.")
+    db_keepalive_count: int = Field(
+        default=3, ge=1, description="Unanswered keepalive probes after which a database connection is dropped."
+    )
+    db_statement_timeout_api_s: float = Field(
+        default=15.0, ge=0, description="Longest statement (and idle open transaction) of the API; 0: none."
+    )
+    db_statement_timeout_worker_s: float = Field(
+        default=300.0, ge=0, description="Longest statement (and idle open transaction) of a worker; 0: none."
+    )
+    db_statement_timeout_relay_s: float = Field(
+        default=30.0, ge=0, description="Longest statement (and idle open transaction) of the outbox relay; 0: none."
+    )
+    db_statement_timeout_beat_s: float = Field(
+        default=60.0, ge=0, description="Longest statement (and idle open transaction) of beat; 0: none."
+    )
     embedded_pg_port: int = Field(default=54329, description="Port of the embedded PostgreSQL.")
     embedded_redis_port: int = Field(default=56379, description="Port of the embedded Redis.")
     schedule_sweep_outbox: str = Field(default="every 15s", description="Beat: re-send lost jobs.")

@@ -174,14 +174,21 @@ class Processes:
     log_dir: Path
     running: list[ProcessGroup] = field(default_factory=list)
 
-    def worker(self, *, queues: str = "default,media,ipfs,chain,ledger,indexer", concurrency: int = 1) -> ProcessGroup:
+    def worker(
+        self,
+        *,
+        queues: str = "default,media,ipfs,chain,ledger,indexer",
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> ProcessGroup:
+        """A Celery worker; ``env`` adds to (or overrides) this process's environment."""
         name = f"worker-{uuid.uuid4().hex[:6]}"
         command = [
             sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-n", f"{name}@%h",
             "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "--without-gossip",
             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
         ]  # fmt: skip
-        return self._start(name, command)
+        return self._start(name, command, os.environ | env if env else None)
 
     def relay(self) -> ProcessGroup:
         return self._start("relay", [sys.executable, "-m", "roadie.cli", "relay"])

@@ -18,8 +18,8 @@ from sqlalchemy import select, text
 from models.platform import JobAttempt
 from roadie.db import transaction
 from roadie.jobs.outbox import reap_lost, republish_stale
-from tests.conftest import ON_REDIS, Processes
-from tests.helpers import submit, wait_for_job
+from tests.conftest import ON_REDIS, Processes, free_port
+from tests.helpers import metric_samples, metric_value, submit, wait_for_job
 
 
 def outcomes(job_id: str) -> list[str]:
@@ -108,10 +108,19 @@ def test_a_job_whose_worker_keeps_dying_fails_after_the_maximum_deliveries(
     assert outcomes(job["id"]) == ["lost", "lost", "lost"]
 
 
-def test_a_duplicate_delivery_of_a_finished_job_is_dropped(client: httpx.Client, own_workers: Processes) -> None:
+def dropped(port: int, reason: str) -> float:
+    """The worker's count of echo deliveries dropped for ``reason``."""
+    samples = metric_samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+    return metric_value(samples, "roadie_job_deliveries_dropped_total", type="platform.echo", reason=reason)
+
+
+def test_a_duplicate_delivery_of_a_finished_job_is_dropped_and_counted_as_one(
+    client: httpx.Client, own_workers: Processes
+) -> None:
     from workers.app import app
 
-    own_workers.worker()
+    port = free_port()
+    worker = own_workers.worker(env={"ROADIE_WORKER_METRICS_PORT": str(port)})
     job = wait_for_job(client, submit(client, {"n": 1})["id"], "succeeded")
 
     app.send_task("platform.echo", args=[job["id"]], task_id=f"{job['id']}.duplicate", queue="default")
@@ -119,6 +128,30 @@ def test_a_duplicate_delivery_of_a_finished_job_is_dropped(client: httpx.Client,
 
     assert follow_up["status"] == "succeeded"
     assert client.get(f"/v1/jobs/{job['id']}").json()["attempts"] == 1
+    assert (dropped(port, "duplicate"), dropped(port, "lease_lost")) == (1, 0)
+    assert '"job.duplicate_delivery"' in worker.log()
+
+
+def test_a_stalled_worker_s_late_outcome_is_refused_and_counted_as_a_lost_lease(
+    client: httpx.Client, own_workers: Processes
+) -> None:
+    port = free_port()
+    stalled = own_workers.worker(env={"ROADIE_WORKER_METRICS_PORT": str(port)})
+    job = submit(client, {"sleep_ms": 3000, "by": "whoever holds the lease"})
+    wait_for_job(client, job["id"], "running", timeout=60)
+
+    stalled.signal(signal.SIGSTOP)  # frozen: to the rest of the platform, as good as cut off
+    time.sleep(3.5)  # > ROADIE_HEARTBEAT_TIMEOUT_S
+    assert reap_lost() == 1
+    own_workers.worker()
+    wait_for_job(client, job["id"], "succeeded", timeout=30)
+    stalled.signal(signal.SIGCONT)  # it finishes its run and tries to record it
+    wait_until(lambda: '"job.outcome_refused_lease_lost"' in stalled.log(), timeout=30)
+
+    assert outcomes(job["id"]) == ["lost", "succeeded"]
+    assert client.get(f"/v1/jobs/{job['id']}").json()["attempts"] == 2
+    assert (dropped(port, "lease_lost"), dropped(port, "duplicate")) == (1, 0)
+    assert '"job.succeeded"' not in stalled.log()
 
 
 @pytest.mark.usefixtures("worker")

@@ -51,7 +51,7 @@ def _child(parent_id: uuid.UUID, job_type: str, status: str, error_code: str | N
 
 def _run(parent_id: uuid.UUID) -> Claim:
     taken = claim(parent_id, message_id=f"m-{uuid.uuid4().hex[:6]}", worker="w")
-    assert taken is not None
+    assert isinstance(taken, Claim)
     return taken
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from roadie.db import transaction
 from roadie.jobs.intake import new_job
@@ -23,7 +22,7 @@ from roadie.jobs.types import job_types
 from roadie.logs import REDACTED, bind, clear, redact, redact_text
 from roadie.processes import ProcessGroup
 from tests.conftest import Processes, free_port
-from tests.helpers import submit, wait_for_job
+from tests.helpers import metric_samples, metric_value, submit, wait_for_job
 
 KEYPAIR = [secrets.randbelow(256) for _ in range(64)]
 
@@ -206,20 +205,6 @@ def test_one_request_id_follows_a_job_through_json_logs_that_hold_no_secret(
     assert "worker: Warm shutdown (MainProcess)" in [line["event"] for line in _json_lines(own_worker)]
 
 
-def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    key = (name, frozenset(labels.items()))
-    assert key in samples, f"no {name}{labels}; have {sorted(k for k, _ in samples if k.startswith(name[:12]))}"
-    return samples[key]
-
-
 def test_the_api_and_a_worker_expose_prometheus_metrics(
     client: httpx.Client, api_url: str, metrics_worker: tuple[ProcessGroup, int]
 ) -> None:
@@ -236,31 +221,31 @@ def test_the_api_and_a_worker_expose_prometheus_metrics(
 
     deadline = time.monotonic() + 10
     while True:
-        worker = _samples(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+        worker = metric_samples(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
         echo = {"type": "platform.echo"}
         counts = {
-            outcome: _value(worker, "roadie_job_attempts_total", **echo, outcome=outcome)
+            outcome: metric_value(worker, "roadie_job_attempts_total", **echo, outcome=outcome)
             for outcome in ("succeeded", "failed", "retried")
         }
         if counts == {"succeeded": 2, "failed": 1, "retried": 1} or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert counts == {"succeeded": 2, "failed": 1, "retried": 1}
-    assert _value(worker, "roadie_job_run_seconds_count", **echo) == 4
-    assert _value(worker, "roadie_job_run_seconds_bucket", **echo, le="+Inf") == 4
+    assert metric_value(worker, "roadie_job_run_seconds_count", **echo) == 4
+    assert metric_value(worker, "roadie_job_run_seconds_bucket", **echo, le="+Inf") == 4
 
-    api = _samples(httpx.get(f"{api_url}/metrics").text)
+    api = metric_samples(httpx.get(f"{api_url}/metrics").text)
     accepted = {"method": "POST", "route": "/v1/jobs", "status": "202"}
-    assert _value(api, "roadie_http_request_duration_seconds_count", **accepted) >= 3
-    assert _value(api, "roadie_http_request_duration_seconds_bucket", **accepted, le="+Inf") >= 3
+    assert metric_value(api, "roadie_http_request_duration_seconds_count", **accepted) >= 3
+    assert metric_value(api, "roadie_http_request_duration_seconds_bucket", **accepted, le="+Inf") >= 3
     read = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": "200"}
-    assert _value(api, "roadie_http_request_duration_seconds_count", **read) >= 1
-    assert _value(api, "roadie_jobs_accepted_total", **echo) >= 3
-    assert _value(api, "roadie_ledger_scrape_success") == 1
-    assert _value(api, "roadie_queue_depth", queue="media") == 1
-    assert _value(api, "roadie_queue_oldest_age_seconds", queue="media") >= 60
-    assert _value(api, "roadie_queue_depth", queue="default") == 0
-    assert _value(api, "roadie_queue_oldest_age_seconds", queue="default") == 0
-    assert _value(api, "roadie_outbox_backlog") == 0
-    assert _value(api, "roadie_outbox_oldest_age_seconds") == 0
-    assert _value(api, "roadie_dead_letter_jobs", **echo) == 1
+    assert metric_value(api, "roadie_http_request_duration_seconds_count", **read) >= 1
+    assert metric_value(api, "roadie_jobs_accepted_total", **echo) >= 3
+    assert metric_value(api, "roadie_ledger_scrape_success") == 1
+    assert metric_value(api, "roadie_queue_depth", queue="media") == 1
+    assert metric_value(api, "roadie_queue_oldest_age_seconds", queue="media") >= 60
+    assert metric_value(api, "roadie_queue_depth", queue="default") == 0
+    assert metric_value(api, "roadie_queue_oldest_age_seconds", queue="default") == 0
+    assert metric_value(api, "roadie_outbox_backlog") == 0
+    assert metric_value(api, "roadie_outbox_oldest_age_seconds") == 0
+    assert metric_value(api, "roadie_dead_letter_jobs", **echo) == 1

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from models.platform import Job, JobAttempt, JobStatus, OutboxMessage
 from roadie.db import transaction
 from roadie.jobs.errors import WaitForChildren
-from roadie.jobs.runtime import claim, record_success, record_wait
+from roadie.jobs.runtime import Claim, claim, record_success, record_wait
 from roadie.jobs.types import job_types
 
 ECHO = job_types()["platform.echo"]
@@ -44,7 +44,7 @@ def _outbox(job_id: uuid.UUID) -> int:
 def _waiting_parent_with_child() -> tuple[uuid.UUID, uuid.UUID]:
     parent_id = _job()
     parent_claim = claim(parent_id, message_id="m-parent", worker="w")
-    assert parent_claim is not None
+    assert isinstance(parent_claim, Claim)
     child_id = _job(_load(parent_id))
     assert record_wait(parent_claim, WaitForChildren([child_id], result={"stage": "one"})) == JobStatus.WAITING
     return parent_id, child_id
@@ -67,7 +67,7 @@ def test_a_waiting_parent_frees_its_worker_and_shows_its_interim_result() -> Non
 def test_a_child_that_succeeds_requeues_its_waiting_parent_in_the_same_transaction() -> None:
     parent_id, child_id = _waiting_parent_with_child()
     child_claim = claim(child_id, message_id="m-child", worker="w")
-    assert child_claim is not None
+    assert isinstance(child_claim, Claim)
 
     assert record_success(child_claim, {"ok": True})
 
@@ -91,10 +91,10 @@ def test_a_child_that_fails_or_is_cancelled_wakes_its_parent_too(outcome: str) -
 def test_a_child_finishing_while_its_parent_runs_is_not_missed() -> None:
     parent_id = _job()
     parent_claim = claim(parent_id, message_id="m-parent", worker="w")
-    assert parent_claim is not None
+    assert isinstance(parent_claim, Claim)
     child_id = _job(_load(parent_id))
     child_claim = claim(child_id, message_id="m-child", worker="w")
-    assert child_claim is not None
+    assert isinstance(child_claim, Claim)
     assert record_success(child_claim, {})  # the parent is running: the trigger leaves it alone
 
     status = record_wait(parent_claim, WaitForChildren([child_id]))
@@ -108,7 +108,7 @@ def test_only_the_parent_of_a_finishing_child_is_woken() -> None:
     other_parent, _ = _waiting_parent_with_child()
     orphan = _job()
     orphan_claim = claim(orphan, message_id="m-orphan", worker="w")
-    assert orphan_claim is not None
+    assert isinstance(orphan_claim, Claim)
 
     assert record_success(orphan_claim, {})
 
@@ -119,7 +119,7 @@ def test_only_the_parent_of_a_finishing_child_is_woken() -> None:
 def test_a_stale_run_of_the_parent_cannot_record_a_wait() -> None:
     parent_id = _job()
     first = claim(parent_id, message_id="m1", worker="w")
-    assert first is not None
+    assert isinstance(first, Claim)
     child_id = _job(_load(parent_id))
     with transaction() as session:  # the reaper gave the job to someone else
         parent = session.get(Job, parent_id)

@@ -17,8 +17,18 @@ from sqlalchemy import func, select, update
 from models.platform import Job, JobAttempt, JobStatus
 from roadie import db
 from roadie.db import autocommit, autocommit_engine, transaction
+from roadie.jobs.errors import WaitForChildren
 from roadie.jobs.intake import new_job
-from roadie.jobs.runtime import Claim, Heartbeats, JobContext, claim, record_success
+from roadie.jobs.runtime import (
+    Claim,
+    Dropped,
+    Heartbeats,
+    JobContext,
+    claim,
+    record_failure,
+    record_success,
+    record_wait,
+)
 from roadie.jobs.types import job_types
 from roadie.settings import get_settings
 from tests.conftest import PG_ADMIN
@@ -67,7 +77,7 @@ def context_of(claim_: Claim) -> JobContext:
 
 def test_a_waiting_job_is_claimed_with_its_attempt_and_only_the_lease_holder_finishes_it(job_id: uuid.UUID) -> None:
     first = claim(job_id, message_id="m1", worker="w1")
-    assert first is not None
+    assert isinstance(first, Claim)
     assert (first.attempt, first.run_attempt, first.payload) == (1, 1, {"n": 0})
     job = job_row(job_id)
     assert (job.status, job.lease_id, job.attempts) == (JobStatus.RUNNING, first.lease_id, 1)
@@ -75,9 +85,9 @@ def test_a_waiting_job_is_claimed_with_its_attempt_and_only_the_lease_holder_fin
     assert job.heartbeat_at is not None
     assert attempts(job_id) == [("running", "m1")]
 
-    assert claim(job_id, message_id="m2", worker="w2") is None  # another delivery while the lease is live
+    assert claim(job_id, message_id="m2", worker="w2") == Dropped.DUPLICATE  # another delivery while the lease is live
     again = claim(job_id, message_id="m1", worker="w1")  # the broker redelivered the same message
-    assert again is not None
+    assert isinstance(again, Claim)
     assert again.attempt == 2
 
     assert not record_success(first, {"late": True})  # the first lease is no longer current
@@ -90,13 +100,13 @@ def test_a_waiting_job_is_claimed_with_its_attempt_and_only_the_lease_holder_fin
         100,
     )
     assert attempts(job_id) == [("lost", "m1"), ("succeeded", "m1")]
-    assert claim(job_id, message_id="m3", worker="w1") is None  # finished jobs are never claimed again
+    assert claim(job_id, message_id="m3", worker="w1") == Dropped.DUPLICATE  # finished jobs are never claimed again
 
 
 def test_a_job_asked_to_cancel_before_it_ran_is_cancelled_not_claimed(job_id: uuid.UUID) -> None:
     set_job(job_id, cancel_requested=True)
 
-    assert claim(job_id, message_id="m1", worker="w1") is None
+    assert claim(job_id, message_id="m1", worker="w1") == Dropped.NOT_RUN
     assert job_row(job_id).status == JobStatus.CANCELLED
     assert attempts(job_id) == []
 
@@ -104,7 +114,7 @@ def test_a_job_asked_to_cancel_before_it_ran_is_cancelled_not_claimed(job_id: uu
 def test_a_duplicate_delivery_of_a_job_waiting_for_its_children_is_dropped(job_id: uuid.UUID) -> None:
     set_job(job_id, status=JobStatus.WAITING, attempts=1, run_attempts=0)
 
-    assert claim(job_id, message_id="late duplicate", worker="w1") is None
+    assert claim(job_id, message_id="late duplicate", worker="w1") == Dropped.DUPLICATE
     assert job_row(job_id).status == JobStatus.WAITING
     assert attempts(job_id) == []
 
@@ -112,20 +122,43 @@ def test_a_duplicate_delivery_of_a_job_waiting_for_its_children_is_dropped(job_i
 def test_a_retry_is_claimed_only_once_it_is_due(job_id: uuid.UUID) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
     set_job(job_id, status=JobStatus.RETRYING, attempts=1, run_attempts=1, next_attempt_at=later)
-    assert claim(job_id, message_id="early", worker="w1") is None
+    assert claim(job_id, message_id="early", worker="w1") == Dropped.DUPLICATE
 
     set_job(job_id, next_attempt_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     due = claim(job_id, message_id="due", worker="w1")
 
-    assert due is not None
+    assert isinstance(due, Claim)
     assert (due.attempt, due.run_attempt) == (2, 2)
     assert job_row(job_id).next_attempt_at is None
+
+
+def test_a_worker_whose_lease_was_taken_over_cannot_record_anything(job_id: uuid.UUID) -> None:
+    stale = claim(job_id, message_id="m1", worker="cut-off")
+    assert isinstance(stale, Claim)
+    set_job(job_id, heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))  # its beats stopped reaching us
+    successor = claim(job_id, message_id="m2", worker="w2")
+    assert isinstance(successor, Claim)
+    set_job(job_id, progress_percent=10, progress_stage="successor's")
+    before = job_row(job_id)
+
+    assert not record_success(stale, {"late": True})
+    assert record_failure(stale, RuntimeError("late"), max_attempts=5) is None
+    assert record_wait(stale, WaitForChildren([uuid.uuid4()])) is None
+    Heartbeats.beat([context_of(stale)])
+    context_of(stale).progress(90, "stale")
+
+    after = job_row(job_id)
+    assert (after.status, after.lease_id, after.result) == (JobStatus.RUNNING, successor.lease_id, None)
+    assert (after.progress_percent, after.progress_stage) == (10, "successor's")
+    assert after.heartbeat_at == before.heartbeat_at
+    assert attempts(job_id) == [("lost", "m1"), ("running", "m2")]
+    assert record_success(successor, {"ok": True})
 
 
 def test_one_beat_stamps_every_running_job_and_passes_on_cancel_requests(database: str) -> None:
     ids = queued_jobs(3)
     claims = [claim(i, message_id=f"m{i}", worker="w") for i in ids]
-    contexts = [context_of(c) for c in claims if c is not None]
+    contexts = [context_of(c) for c in claims if isinstance(c, Claim)]
     assert len(contexts) == len(ids)  # every job was claimed
     stale = JobContext(ids[2], uuid.uuid4(), 1, 1)  # a lease the job no longer has
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
@@ -147,7 +180,7 @@ def test_one_thread_beats_for_all_of_a_process_s_jobs(database: str, monkeypatch
     monkeypatch.setattr(get_settings(), "heartbeat_interval_s", 0.1)
     ids = queued_jobs(2)
     claims = [claim(i, message_id="m", worker="w") for i in ids]
-    contexts = [context_of(c) for c in claims if c is not None]
+    contexts = [context_of(c) for c in claims if isinstance(c, Claim)]
     assert len(contexts) == len(ids)  # every job was claimed
     heartbeats = Heartbeats()
     before = {i: job_row(i).heartbeat_at for i in ids}

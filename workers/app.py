@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from roadie.db import dispose_engines
+from roadie.db import dispose_engines, use_role
 from roadie.heap import freeze_startup_heap
 from roadie.settings import get_settings
 from schedules.beat import beat_schedule
@@ -74,6 +74,17 @@ def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **
 
     job_type = job_types().get(name)
     return {"queue": job_type.queue if job_type else "default"}
+
+
+@signals.celeryd_init.connect
+def _worker_role(**_: Any) -> None:
+    """A worker's connections (its pool children's too) carry the worker's timeouts."""
+    use_role("worker")
+
+
+@signals.beat_init.connect
+def _beat_role(**_: Any) -> None:
+    use_role("beat")
 
 
 @signals.worker_init.connect

@@ -8,11 +8,19 @@ import uuid
 
 from celery import Celery, Task
 
-from roadie.jobs.runtime import execute
+from roadie.jobs.runtime import Dropped, execute
 from roadie.jobs.types import JobType, job_types
 from workers import telemetry
 
 log = logging.getLogger("workers.job")
+
+#: The log event of each kind of dropped delivery, and its level: a refused outcome means a worker
+#: stalled or was cut off long enough to be presumed dead, which an operator wants to see.
+_DROPPED_EVENTS: dict[Dropped, tuple[int, str]] = {
+    Dropped.DUPLICATE: (logging.INFO, "job.duplicate_delivery"),
+    Dropped.LEASE_LOST: (logging.WARNING, "job.outcome_refused_lease_lost"),
+    Dropped.NOT_RUN: (logging.INFO, "job.delivery_not_run"),
+}
 
 
 class LedgerTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
@@ -24,18 +32,19 @@ class LedgerTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
     ignore_result = True
 
 
-def _run(self: LedgerTask, job_id: str) -> str | None:
+def _run(self: LedgerTask, job_id: str) -> str:
     started = time.monotonic()
     try:
         status = execute(self.job_type, uuid.UUID(job_id), message_id=self.request.id, worker=self.request.hostname)
     except Exception:
         telemetry.observe(self.job_type.name, "error", time.monotonic() - started)
         raise
-    outcome = telemetry.outcome_of(status)
     elapsed = time.monotonic() - started
-    if outcome is None:
-        log.info("job.delivery_dropped", extra={"job_type": self.job_type.name})
-    else:
+    if isinstance(status, Dropped):
+        telemetry.count_dropped(self.job_type.name, status.value)
+        level, event = _DROPPED_EVENTS[status]
+        log.log(level, event, extra={"job_type": self.job_type.name, "duration_ms": round(elapsed * 1000, 2)})
+    elif (outcome := telemetry.outcome_of(status)) is not None:
         telemetry.observe(self.job_type.name, outcome, elapsed)
         log.info(f"job.{outcome}", extra={"job_type": self.job_type.name, "duration_ms": round(elapsed * 1000, 2)})
     return status

@@ -44,10 +44,15 @@ _STATUS_OUTCOME = {
 }
 
 
+#: Why a delivery was dropped, as counted by ``roadie_job_deliveries_dropped_total{reason}``.
+DROP_REASONS = ("duplicate", "lease_lost", "not_run")
+
+
 @dataclass
 class _WorkerMetrics:
     attempts: Any
     run_seconds: Any
+    dropped: Any
     server: Any = None
     directory: str | None = None
     owns_directory: bool = False
@@ -56,9 +61,9 @@ class _WorkerMetrics:
 _metrics: dict[str, _WorkerMetrics] = {}
 
 
-def outcome_of(status: str | None) -> str | None:
-    """The counted outcome of a job status ``execute`` returned; None for a dropped delivery."""
-    return _STATUS_OUTCOME.get(status) if status else None
+def outcome_of(status: str) -> str | None:
+    """The counted outcome of a job status ``execute`` returned."""
+    return _STATUS_OUTCOME.get(status)
 
 
 def observe(job_type: str, outcome: str, seconds: float) -> None:
@@ -67,6 +72,13 @@ def observe(job_type: str, outcome: str, seconds: float) -> None:
     if metrics is not None:
         metrics.attempts.labels(job_type, outcome).inc()
         metrics.run_seconds.labels(job_type).observe(seconds)
+
+
+def count_dropped(job_type: str, reason: str) -> None:
+    """Count one dropped delivery by its reason (no-op when worker metrics are off)."""
+    metrics = _metrics.get("worker")
+    if metrics is not None:
+        metrics.dropped.labels(job_type, reason).inc()
 
 
 def start_metrics(job_type_names: list[str]) -> None:
@@ -100,6 +112,13 @@ def start_metrics(job_type_names: list[str]) -> None:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
             registry=None,
         ),
+        dropped=Counter(
+            "roadie_job_deliveries_dropped",
+            "Deliveries that recorded nothing, by type and reason: duplicate (another delivery ran or runs "
+            "the job), lease_lost (the outcome was refused: the job had been taken over), not_run.",
+            ["type", "reason"],
+            registry=None,
+        ),
         directory=directory,
         owns_directory=owns,
     )
@@ -107,6 +126,8 @@ def start_metrics(job_type_names: list[str]) -> None:
         metrics.run_seconds.labels(name)
         for outcome in OUTCOMES:
             metrics.attempts.labels(name, outcome)
+        for reason in DROP_REASONS:
+            metrics.dropped.labels(name, reason)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     try:

@@ -20,7 +20,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, updat
 from sqlalchemy.engine import CursorResult, make_url
 
 from models.platform import IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
-from roadie.db import PreparedStatement, sync_engine, transaction
+from roadie.db import PreparedStatement, connect_args, sync_engine, transaction
 from roadie.logs import REQUEST_ID_HEADER
 from roadie.settings import get_settings
 
@@ -147,7 +147,7 @@ def relay_forever(stop: threading.Event | None = None) -> None:
 def _relay_until_disconnected(stop: threading.Event) -> None:
     settings = get_settings()
     url = make_url(settings.sqlalchemy_url).set(drivername="postgresql")
-    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as listener:
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True, **connect_args()) as listener:
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         while not stop.is_set():
             try:

@@ -8,6 +8,7 @@ presumed dead and comes back cannot overwrite the work of its successor.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
 import os
 import random
@@ -104,6 +105,19 @@ class Claim:
     payload: dict[str, Any]
 
 
+class Dropped(enum.StrEnum):
+    """Why a delivery ended without running the job or without recording what its run did."""
+
+    #: Another delivery ran, runs or will run the job: it is finished, held by a live lease, waiting
+    #: for its children or not yet due. Expected with at-least-once delivery; nothing to do.
+    DUPLICATE = "duplicate"
+    #: The handler ran, but its lease had moved on (the worker was presumed dead and the job was
+    #: taken over): its outcome is refused, the successor's stands. A sign of a stalled or cut-off worker.
+    LEASE_LOST = "lease_lost"
+    #: The job was closed instead of run: unknown, asked to cancel, or lost by too many workers.
+    NOT_RUN = "not_run"
+
+
 def _now(session: Session) -> dt.datetime:
     return session.execute(select(func.now())).scalar_one()
 
@@ -161,8 +175,8 @@ def _claim_waiting_statement() -> PreparedStatement:
     )
 
 
-def claim(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
-    """Take the job for this delivery, or return None when the delivery is a duplicate to drop.
+def claim(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | Dropped:
+    """Take the job for this delivery, or say why the delivery is dropped.
 
     The usual case, a waiting job, is one statement committed on its own. Everything else (a
     redelivery, a live or expired lease, a cancel request, a finished or unknown job) is decided
@@ -176,20 +190,20 @@ def claim(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
     return _claim_other(job_id, message_id=message_id, worker=worker)
 
 
-def _claim_other(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | None:
+def _claim_other(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | Dropped:
     settings = get_settings()
     with transaction() as session:
         row = session.execute(select(Job, func.now()).where(Job.id == job_id).with_for_update(of=Job)).one_or_none()
         if row is None:
             log.warning("job.unknown", extra={"job_id": str(job_id)})
-            return None
+            return Dropped.NOT_RUN
         job, now = row
         if job.status in JobStatus.finished():
-            return None
+            return Dropped.DUPLICATE
         if job.status == JobStatus.WAITING:
-            return None  # a late duplicate: the last child to finish re-queues the job with a message of its own
+            return Dropped.DUPLICATE  # late: the last child to finish re-queues the job with a message of its own
         if job.status == JobStatus.RETRYING and job.next_attempt_at and job.next_attempt_at > now:
-            return None  # an early duplicate; the outbox sends the due one
+            return Dropped.DUPLICATE  # early; the outbox sends the due one
         if job.status == JobStatus.RUNNING:
             current = session.scalars(select(JobAttempt).where(JobAttempt.lease_id == job.lease_id)).one_or_none()
             redelivered = current is not None and current.message_id == message_id
@@ -197,7 +211,7 @@ def _claim_other(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | 
                 job.heartbeat_at is None or (now - job.heartbeat_at).total_seconds() > settings.heartbeat_timeout_s
             )
             if not (redelivered or expired):
-                return None  # another worker holds a live lease
+                return Dropped.DUPLICATE  # another worker holds a live lease
             if current is not None:
                 current.outcome, current.finished_at = "lost", now
             if job.run_attempts >= settings.max_deliveries:
@@ -209,11 +223,11 @@ def _claim_other(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | 
                     f"the worker running this job was lost {job.run_attempts} times",
                     None,
                 )
-                return None
+                return Dropped.NOT_RUN
         if job.cancel_requested:
             job.status, job.finished_at, job.lease_id = JobStatus.CANCELLED, now, None
             session.add(JobEvent(job_id=job.id, kind="cancelled", attempt=job.attempts))
-            return None
+            return Dropped.NOT_RUN
         lease_id = uuid.uuid4()
         job.attempts += 1
         job.run_attempts += 1
@@ -414,11 +428,11 @@ def _fresh_heartbeats_after_fork() -> None:
 os.register_at_fork(after_in_child=_fresh_heartbeats_after_fork)
 
 
-def execute(job_type: JobType, job_id: uuid.UUID, *, message_id: str, worker: str) -> str | None:
-    """Run one delivery of a job end to end; returns the job's status afterwards (None: dropped)."""
+def execute(job_type: JobType, job_id: uuid.UUID, *, message_id: str, worker: str) -> str | Dropped:
+    """Run one delivery of a job end to end; returns the job's status afterwards, or why it was dropped."""
     claim_ = claim(job_id, message_id=message_id, worker=worker)
-    if claim_ is None:
-        return None
+    if isinstance(claim_, Dropped):
+        return claim_
     context = JobContext(claim_.job_id, claim_.lease_id, claim_.attempt, claim_.run_attempt)
     heartbeats = _heartbeats
     heartbeats.add(context)
@@ -426,9 +440,11 @@ def execute(job_type: JobType, job_id: uuid.UUID, *, message_id: str, worker: st
         payload = job_type.payload_model.model_validate(claim_.payload)
         result = job_type.handler(payload, context)
     except WaitForChildren as wait:
-        return record_wait(claim_, wait)
+        status = record_wait(claim_, wait)
     except Exception as exc:  # noqa: BLE001 - every outcome is recorded in the ledger
-        return record_failure(claim_, exc, job_type.max_attempts)
+        status = record_failure(claim_, exc, job_type.max_attempts)
+    else:
+        status = JobStatus.SUCCEEDED if record_success(claim_, result) else None
     finally:
         heartbeats.remove(context)
-    return JobStatus.SUCCEEDED if record_success(claim_, result) else None
+    return Dropped.LEASE_LOST if status is None else status
