@@ -45,8 +45,7 @@ class RetryMany(BaseModel):
 async def retry_job(request: Request) -> JSONResponse:
     job_id = path_uuid(request)
     admin = await require(None, request, "admin")  # before reading a byte of the body
-    body = await read_json(request)
-    options = parse_body(RetryOne, body if body is not None else {})
+    options = parse_body(RetryOne, await read_json(request, empty={}))  # no body: the defaults
     async with async_transaction() as session:
         job = await intake.find_job(session, job_id, admin, lock=True)
         job = await intake.rerun(session, job, actor=admin.name, force=options.force)

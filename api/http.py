@@ -20,8 +20,8 @@ from roadie.settings import get_settings
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_json(request: Request, field: str = "body") -> Any:
-    """The body as JSON, read only once the caller has authenticated the request.
+async def read_json(request: Request, field: str = "body", empty: Any = None) -> Any:
+    """The body as JSON (``empty`` when there is none), read only once the caller has authenticated the request.
 
     415 unless a non-empty body is declared ``application/json``; 413 past the size limit (even
     without Content-Length); 400 if it is not JSON PostgreSQL's jsonb can store.
@@ -43,9 +43,11 @@ async def read_json(request: Request, field: str = "body") -> Any:
             raise IntakeError(413, "body_too_large", f"request body exceeds {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
-    if raw and not json_declared:
+    if not raw:
+        return empty
+    if not json_declared:
         raise _unsupported_media_type("no Content-Type")
-    return decode_json(raw or b"null", field)
+    return decode_json(raw, field)
 
 
 def _unsupported_media_type(media_type: str) -> IntakeError:

@@ -6,9 +6,10 @@ never a database error (a 500) later.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, TypeAdapter, ValidationError
 from starlette.requests import Request
 
 from api.errors import validation_error
@@ -28,9 +29,27 @@ BigIntId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 #: A cursor that may start before the first row.
 BigIntCursor = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 #: A text filter compared with a column.
-TextFilter = Annotated[str, Field(max_length=255), AfterValidator(_no_nul)]
-#: A point in time with its zone (an ISO 8601 string).
-Timestamp = AwareDatetime
+TextFilter = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
+
+
+def _iso_8601(value: object) -> object:
+    """Only an ISO 8601 string is a time here (pydantic alone would read ``0.5`` as seconds since 1970)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError("must be an ISO 8601 date-time with its UTC offset") from exc
+    if parsed.tzinfo is None:
+        return parsed  # AwareDatetime names the missing offset
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise ValueError("is out of range in UTC") from exc
+
+
+#: A point in time with its zone (an ISO 8601 string), in UTC.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
 
 _BIGINT_ID: TypeAdapter[int] = TypeAdapter(BigIntId)
 
