@@ -20,7 +20,7 @@ from roadie.settings import get_settings
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_json(request: Request, field: str = "body", empty: Any = None) -> Any:
+async def read_json(request: Request, empty: Any = None) -> Any:
     """The body as JSON (``empty`` when there is none), read only once the caller has authenticated the request.
 
     415 unless a non-empty body is declared ``application/json``; 413 past the size limit (even
@@ -47,7 +47,7 @@ async def read_json(request: Request, field: str = "body", empty: Any = None) ->
         return empty
     if not json_declared:
         raise _unsupported_media_type("no Content-Type")
-    return decode_json(raw, field)
+    return decode_json(raw)
 
 
 def _unsupported_media_type(media_type: str) -> IntakeError:
@@ -59,40 +59,43 @@ def _unsupported_media_type(media_type: str) -> IntakeError:
     )
 
 
-def decode_json(raw: bytes, field: str = "body", status: int = 400) -> Any:
-    """JSON that PostgreSQL's jsonb can store, or an error naming ``field`` (400, or ``status``)."""
+def decode_json(raw: bytes, prefix: str = "", status: int = 400) -> Any:
+    """JSON that PostgreSQL's jsonb can store, or an error (400, or ``status``) naming where it is not.
+
+    Fields are named as pydantic's are: ``payload.x`` in a body, ``metadata.title`` with prefix ``metadata``.
+    """
     try:
         data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise _malformed(field, status, f"not valid JSON: {exc}") from exc
-    problem = _unstorable(data)
-    if problem:
-        raise _malformed(field, status, problem)
+        raise _malformed(prefix or "body", status, f"not valid JSON: {exc}") from exc
+    pending: list[tuple[tuple[str, ...], Any]] = [((prefix,) if prefix else (), data)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if problem := _unstorable(key):
+                    raise _malformed(".".join(path) or "body", status, f"a key {problem}")
+                pending.append(((*path, key), value))
+        elif isinstance(item, list):
+            pending.extend(((*path, str(index)), value) for index, value in enumerate(item))
+        elif isinstance(item, str) and (problem := _unstorable(item)):
+            raise _malformed(".".join(path) or "body", status, problem)
     return data
 
 
 def _malformed(field: str, status: int, reason: str) -> IntakeError:
     code = "malformed_json" if status == 400 else "validation_error"
-    return IntakeError(status, code, f"{field} is {reason}", [{"field": field, "reason": reason}])
+    return IntakeError(status, code, f"{field}: {reason}", [{"field": field, "reason": reason}])
 
 
-def _unstorable(data: Any) -> str | None:
-    """Why jsonb cannot store data (a U+0000 or a lone UTF-16 surrogate in a key or string), or None."""
-    pending = [data]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return "not storable: it contains a NUL character (\\u0000)"
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "not storable: it contains a lone UTF-16 surrogate"
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
+def _unstorable(text: str) -> str | None:
+    """Why jsonb cannot store this string (a U+0000 or a lone UTF-16 surrogate), or None."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone UTF-16 surrogate, which is not Unicode text"
     return None
 
 
@@ -101,12 +104,15 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _finite_float(text: str) -> float:
-    """A number too large for a double (``1e400``) would become Infinity, which jsonb refuses."""
+def _finite_float(text: str) -> float | int:
+    """A number, refused when too large for a double (``1e400`` would become Infinity, which jsonb refuses).
+
+    One with no fraction (``359.0``) is the integer it equals, as JSON Schema counts it.
+    """
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"the number {text[:40]} is out of range")
-    return value
+    return int(value) if value.is_integer() else value
 
 
 def parse(model: type[M], data: Any, prefix: str = "") -> M:
