@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.http import base_url, parse, path_uuid, read_json, require
+from api.http import base_url, parse_body, path_uuid, read_json, require
+from api.params import TextFilter, Timestamp
 from roadie.db import async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
@@ -24,37 +24,50 @@ class RetryOne(BaseModel):
 
 
 class RetryMany(BaseModel):
+    """A bulk re-run's filter: one that narrows nothing re-runs every job of the status, so it needs ``all``."""
+
     model_config = ConfigDict(extra="forbid")
 
-    type: str | None = None
+    type: TextFilter | None = None
     status: Literal["failed", "cancelled", "succeeded"] = "failed"
-    error_code: str | None = None
-    created_after: dt.datetime | None = None
-    created_before: dt.datetime | None = None
+    error_code: TextFilter | None = None
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+    all: bool = Field(default=False, description="Required to re-run every job of the status (no other filter).")
     force: bool = False
     limit: int = Field(default=500, ge=1, le=5000)
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.type or self.error_code or self.created_after or self.created_before)
 
 
 async def retry_job(request: Request) -> JSONResponse:
     job_id = path_uuid(request)
-    body = await read_json(request)
-    options = parse(RetryOne, body if body is not None else {})
+    admin = await require(None, request, "admin")  # before reading a byte of the body
+    options = parse_body(RetryOne, await read_json(request, empty={}))  # no body: the defaults
     async with async_transaction() as session:
-        admin = await require(session, request, "admin")
         job = await intake.find_job(session, job_id, admin, lock=True)
         job = await intake.rerun(session, job, actor=admin.name, force=options.force)
         return JSONResponse(intake.job_view(job, base_url=base_url(request), admin=True), status_code=202)
 
 
 async def retry_jobs(request: Request) -> JSONResponse:
-    body = await read_json(request)
-    options = parse(RetryMany, body if body is not None else {})
+    admin = await require(None, request, "admin")  # before reading a byte of the body
+    options = parse_body(RetryMany, await read_json(request))  # no body (null) is no filter: 422
     if options.status == "succeeded" and not options.force:
         raise IntakeError(
             409,
             "job_succeeded",
             "re-running succeeded jobs needs force=true",
             [{"field": "force", "reason": "must be true to re-run succeeded jobs"}],
+        )
+    if not (options.narrowed or options.all):
+        raise IntakeError(
+            422,
+            "filter_required",
+            "a bulk re-run needs a filter (type, error_code, created_after, created_before) or all=true",
+            [{"field": "all", "reason": "must be true to re-run every job of the status"}],
         )
     job_filter = JobFilter(
         (options.status,),
@@ -64,7 +77,6 @@ async def retry_jobs(request: Request) -> JSONResponse:
         options.error_code,
     )
     async with async_transaction() as session:
-        admin = await require(session, request, "admin")
         job_ids = await intake.rerun_matching(session, job_filter, admin.name, force=options.force, limit=options.limit)
     return JSONResponse({"count": len(job_ids), "job_ids": [str(i) for i in job_ids]}, status_code=202)
 

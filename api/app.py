@@ -11,12 +11,12 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api import admin, console, jobs, ledger, telemetry, tracks
-from api.errors import on_http_error, on_intake_error, on_unexpected_error
+from api.errors import on_client_disconnect, on_http_error, on_intake_error, on_unexpected_error
 from api.openapi import openapi_spec
 from api.telemetry import RequestContextMiddleware
 from roadie.db import async_engine, use_role
@@ -90,6 +90,7 @@ def create_app() -> Starlette:
         exception_handlers={
             IntakeError: on_intake_error,
             HTTPException: on_http_error,
+            ClientDisconnect: on_client_disconnect,
             Exception: on_unexpected_error,
         },
     )

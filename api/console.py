@@ -128,6 +128,11 @@ class ListFilter(BaseModel):
         return JobFilter(statuses, _one(self.type), self.created_after, self.created_before, self.error_code)
 
     @property
+    def narrowed(self) -> bool:
+        """Filtered by more than status: else "retry all matching" means every failed job."""
+        return bool(self.type or self.error_code or self.created_after or self.created_before)
+
+    @property
     def bulk_possible(self) -> bool:
         return self.status in (None, JobStatus.FAILED)
 
@@ -265,6 +270,7 @@ async def jobs_page(request: Request) -> Response:
         "jobs": jobs,
         "matching": matching,
         "rerunnable": rerunnable,
+        "narrowed": job_filter.narrowed,
         "bulk_limit": BULK_LIMIT,
         "first_url": f"{base}?{urlencode(raw)}" if cursor else None,
         "next_url": f"{base}?{urlencode(raw | {'cursor': next_cursor})}" if next_cursor else None,
@@ -290,6 +296,9 @@ async def retry_matching(request: Request) -> Response:
             return _to_login(request)
         if errors or not job_filter.bulk_possible:
             _notify(request, "Nothing re-run: the filter is invalid or lists no failed jobs.", "error")
+            return _redirect(f"{base}?{urlencode(raw)}")
+        if not job_filter.narrowed and form.get("all") != "true":  # as the API: every failed job only when asked
+            _notify(request, "Nothing re-run: with no filter, tick 'every failed job' to re-run them all.", "error")
             return _redirect(f"{base}?{urlencode(raw)}")
         job_ids = await intake.rerun_matching(
             session, job_filter.rerunnable(), operator.name, force=False, limit=BULK_LIMIT

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match, Route
 
 from roadie.jobs.intake import IntakeError
 from roadie.logs import current_request_id
@@ -47,7 +48,24 @@ async def on_intake_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    headers = {"Allow": _allowed_methods(request)} if exc.status_code == 405 else {}
+    return error_response(exc.status_code, code, str(exc.detail), None, **headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path (several routes may share one, one per method)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE and isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    """The client went away mid-request: nothing is wrong on our side, and nobody reads the answer."""
+    log.info("api.client_disconnected", extra={"path": request.url.path})
+    return error_response(400, "client_disconnected", "the client closed the connection before the body arrived")
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from typing import Any, TypeVar
 
@@ -19,8 +20,18 @@ from roadie.settings import get_settings
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON: 413 past the size limit (even without Content-Length), 400 if malformed."""
+async def read_json(request: Request, empty: Any = None) -> Any:
+    """The body as JSON (``empty`` when there is none), read only once the caller has authenticated the request.
+
+    415 unless a non-empty body is declared ``application/json``; 413 past the size limit (even
+    without Content-Length); 400 if it is not JSON PostgreSQL's jsonb can store.
+    """
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    json_declared = media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+    if media_type and not json_declared:
+        raise _unsupported_media_type(media_type)
     limit = get_settings().max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -31,28 +42,61 @@ async def read_json(request: Request) -> Any:
         if size > limit:
             raise IntakeError(413, "body_too_large", f"request body exceeds {limit} bytes")
         chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        return empty
+    if not json_declared:
+        raise _unsupported_media_type("no Content-Type")
+    return decode_json(raw)
+
+
+def _unsupported_media_type(media_type: str) -> IntakeError:
+    return IntakeError(
+        415,
+        "unsupported_media_type",
+        f"the body must be application/json, not {media_type}",
+        [{"field": "Content-Type", "reason": "must be application/json"}],
+    )
+
+
+def decode_json(raw: bytes, prefix: str = "", status: int = 400) -> Any:
+    """JSON that PostgreSQL's jsonb can store, or an error (400, or ``status``) naming where it is not.
+
+    Fields are named as pydantic's are: ``payload.x`` in a body, ``metadata.title`` with prefix ``metadata``.
+    """
     try:
-        data = json.loads(b"".join(chunks) or b"null", parse_constant=_reject_constant)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise IntakeError(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
-    if _has_nul(data):
-        raise IntakeError(400, "malformed_json", "request body contains a NUL character (\\u0000)")
+        raise _malformed(prefix or "body", status, f"not valid JSON: {exc}") from exc
+    pending: list[tuple[tuple[str, ...], Any]] = [((prefix,) if prefix else (), data)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if problem := _unstorable(key):
+                    raise _malformed(".".join(path) or "body", status, f"a key {problem}")
+                pending.append(((*path, key), value))
+        elif isinstance(item, list):
+            pending.extend(((*path, str(index)), value) for index, value in enumerate(item))
+        elif isinstance(item, str) and (problem := _unstorable(item)):
+            raise _malformed(".".join(path) or "body", status, problem)
     return data
 
 
-def _has_nul(data: Any) -> bool:
-    """PostgreSQL's jsonb cannot store U+0000 in keys or strings."""
-    pending = [data]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str) and "\x00" in item:
-            return True
-        if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+def _malformed(field: str, status: int, reason: str) -> IntakeError:
+    code = "malformed_json" if status == 400 else "validation_error"
+    return IntakeError(status, code, f"{field}: {reason}", [{"field": field, "reason": reason}])
+
+
+def _unstorable(text: str) -> str | None:
+    """Why jsonb cannot store this string (a U+0000 or a lone UTF-16 surrogate), or None."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone UTF-16 surrogate, which is not Unicode text"
+    return None
 
 
 def _reject_constant(name: str) -> None:
@@ -60,10 +104,32 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float | int:
+    """A number, refused when too large for a double (``1e400`` would become Infinity, which jsonb refuses).
+
+    One with no fraction (``359.0``) is the integer it equals, as JSON Schema counts it.
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return int(value) if value.is_integer() else value
+
+
 def parse(model: type[M], data: Any, prefix: str = "") -> M:
-    """Validate data against a model, as a 422 naming each bad field."""
+    """Validate query parameters or headers (strings) against a model, as a 422 naming each bad field."""
     try:
         return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix) from exc
+
+
+def parse_body(model: type[M], data: Any, prefix: str = "") -> M:
+    """Validate decoded JSON against a model with no coercion (``"yes"`` is no bool, ``"100"`` no int).
+
+    Strict in JSON mode, where a UUID or a timestamp is still a string: a 422 naming each bad field.
+    """
+    try:
+        return model.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         raise validation_error(exc, prefix) from exc
 

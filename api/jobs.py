@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -11,7 +10,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api import telemetry
-from api.http import base_url, parse, path_uuid, read_json, require
+from api.http import base_url, parse, parse_body, path_uuid, read_json, require
+from api.params import TextFilter, Timestamp
 from models.platform import JobStatus
 from roadie.db import async_transaction
 from roadie.jobs import intake
@@ -37,12 +37,12 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: list[Literal[tuple(JobStatus)]] = Field(default_factory=list)  # type: ignore[valid-type]
-    type: list[str] = Field(default_factory=list)
-    created_after: dt.datetime | None = None
-    created_before: dt.datetime | None = None
-    error_code: str | None = None
+    type: list[TextFilter] = Field(default_factory=list)
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+    error_code: TextFilter | None = None
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = None
+    cursor: TextFilter | None = None
 
     def job_filter(self) -> JobFilter:
         return JobFilter(self.status, self.type, self.created_after, self.created_before, self.error_code)
@@ -60,9 +60,9 @@ def query_dict(request: Request, multi: set[str]) -> dict[str, Any]:
 
 
 async def submit_job(request: Request) -> JSONResponse:
-    body = await read_json(request)
-    job_request = parse(JobRequest, body)
+    client = await require(None, request, "jobs:write")  # before reading a byte of the body
     key = parse(IdempotencyHeader, {"key": request.headers.get("idempotency-key")}, "Idempotency-Key").key
+    job_request = parse_body(JobRequest, await read_json(request))
     job_type = job_types().get(job_request.type)
     if job_type is None:
         raise IntakeError(
@@ -71,8 +71,7 @@ async def submit_job(request: Request) -> JSONResponse:
             f"unknown job type {job_request.type!r}",
             [{"field": "type", "reason": f"must be one of {', '.join(sorted(job_types()))}"}],
         )
-    parse(job_type.payload_model, job_request.payload, "payload")
-    client = await require(None, request, "jobs:write")
+    parse_body(job_type.payload_model, job_request.payload, "payload")
     # Committed (with its outbox row) in one transaction with the jobs of concurrent requests.
     submission = await group_commit().submit(job_type, job_request.payload, client=client, idempotency_key=key)
     view = intake.job_view(submission.job, base_url=base_url(request))
@@ -96,9 +95,9 @@ async def get_job(request: Request) -> JSONResponse:
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    query = parse(ListQuery, query_dict(request, {"status", "type"}))
     async with async_transaction() as session:
         client = await require(session, request, "jobs:read")
+        query = parse(ListQuery, query_dict(request, {"status", "type"}))
         jobs, next_cursor = await intake.list_jobs(
             session, client, query.job_filter(), limit=query.limit, cursor=query.cursor
         )

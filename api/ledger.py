@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from api.http import parse, read_json, require
+from api.http import parse, parse_body, read_json, require
+from api.params import BigIntCursor, BigIntId, Timestamp, path_bigint
 from models.ledger import PAYOUT_STATUSES, LedgerAccount, LedgerEntry, LedgerTransaction, Payout, Sale
 from roadie.db import async_transaction
 from roadie.jobs.errors import PermanentError
@@ -59,18 +60,18 @@ class SaleRequest(BaseModel):
 class PayoutQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    period_start: AwareDatetime | None = None
-    account_id: int | None = Field(default=None, ge=1)
+    period_start: Timestamp | None = None
+    account_id: BigIntId | None = None
     status: Literal[PAYOUT_STATUSES] | None = None  # type: ignore[valid-type]
     limit: int = Field(default=100, ge=1, le=1000)
-    after_id: int = Field(default=0, ge=0, description="Cursor: the last id of the previous page.")
+    after_id: BigIntCursor = Field(default=0, description="Cursor: the last id of the previous page.")
 
 
 class EntriesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=100, ge=1, le=1000)
-    before_id: int | None = Field(default=None, ge=1, description="Cursor: entries older than this id.")
+    before_id: BigIntId | None = Field(default=None, description="Cursor: entries older than this id.")
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -79,9 +80,9 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 async def post_plays(request: Request) -> JSONResponse:
     """200 with the counts; 422 when no event of the batch could be stored (every error named)."""
-    batch = parse(PlayBatch, await read_json(request))
+    client = await require(None, request, "plays:write")  # before reading a byte of the body
+    batch = parse_body(PlayBatch, await read_json(request))
     async with async_transaction() as session:
-        client = await require(session, request, "plays:write")
         now = dt.datetime.now(dt.UTC)
         receipt = await session.run_sync(lambda sync: record_plays(sync, batch.events, client.id, now, get_settings()))
         if receipt.rejected and not (receipt.accepted or receipt.duplicate):
@@ -92,7 +93,8 @@ async def post_plays(request: Request) -> JSONResponse:
 
 async def post_sale(request: Request) -> JSONResponse:
     """201 with a new sale, 200 with the stored one when its signature was reported before."""
-    body = parse(SaleRequest, await read_json(request))
+    await require(None, request, "sales:write")  # before reading a byte of the body
+    body = parse_body(SaleRequest, await read_json(request))
     sale = SaleInput(
         body.signature,
         body.nft_id,
@@ -102,7 +104,6 @@ async def post_sale(request: Request) -> JSONResponse:
         [(c.user_id, c.share) for c in body.creators] if body.creators else None,
     )
     async with async_transaction() as session:
-        await require(session, request, "sales:write")
         now = dt.datetime.now(dt.UTC)
         try:
             stored, new = await session.run_sync(lambda sync: record_sale(sync, sale, "api", now))
@@ -136,16 +137,16 @@ async def _sale_view(session: AsyncSession, sale: Sale) -> dict[str, Any]:
 
 async def get_account(request: Request) -> JSONResponse:
     """An account's balance (the sum of its entries) and its entries, newest first."""
-    query = parse(EntriesQuery, dict(request.query_params))
     raw = request.path_params["account_id"]
     async with async_transaction() as session:
         await require(session, request, "ledger:read")
+        query = parse(EntriesQuery, dict(request.query_params))
         if raw in ("treasury", "clearing", "external"):
             account = await session.scalar(
                 select(LedgerAccount).where(LedgerAccount.kind == raw, LedgerAccount.user_id.is_(None))
             )
         else:
-            account = await session.get(LedgerAccount, int(raw)) if raw.isdigit() else None
+            account = await session.get(LedgerAccount, path_bigint(request, "account_id"))
         if account is None:
             raise IntakeError(404, "not_found", f"no ledger account {raw}")
         entries_query = (
@@ -183,9 +184,9 @@ async def get_account(request: Request) -> JSONResponse:
 
 async def list_payouts(request: Request) -> JSONResponse:
     """Payouts by period, account and status, oldest first."""
-    query = parse(PayoutQuery, dict(request.query_params))
     async with async_transaction() as session:
         await require(session, request, "ledger:read")
+        query = parse(PayoutQuery, dict(request.query_params))
         statement = select(Payout).where(Payout.id > query.after_id).order_by(Payout.id).limit(query.limit + 1)
         if query.period_start is not None:
             statement = statement.where(Payout.period_start == query.period_start)

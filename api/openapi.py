@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from api.admin import RetryMany, RetryOne
 from api.jobs import JobRequest
+from api.params import BIGINT_MAX
 from roadie.ingest.upload import TrackFields
 from roadie.jobs.types import job_types
 
@@ -39,6 +40,7 @@ def openapi_spec() -> dict[str, Any]:
             "type": "object",
             "description": job_type.description,
             "required": ["type", "payload"],
+            "additionalProperties": False,
             "properties": {"type": {"const": name}, "payload": payload_ref},
         }
         variants.append({"$ref": REF_TEMPLATE.format(model=variant)})
@@ -76,7 +78,12 @@ def openapi_spec() -> dict[str, Any]:
     }
     job = {"$ref": "#/components/schemas/Job"}
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-    errors = {str(code): _error() for code in (400, 401, 403, 404, 409, 413, 422)}
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+    }
+    errors = {str(code): _error() for code in (400, 401, 403, 404, 405, 409, 413, 415, 422)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Roadie intake API", "version": "1"},
@@ -98,9 +105,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/jobs": {
                 "post": {
                     "summary": "Submit a job (scope jobs:write)",
-                    "parameters": [
-                        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
-                    ],
+                    "parameters": [idempotency_key],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -157,9 +162,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/tracks": {
                 "post": {
                     "summary": "Upload a track; 202 with its track.ingest job (scope tracks:write)",
-                    "parameters": [
-                        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
-                    ],
+                    "parameters": [idempotency_key],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -204,7 +207,10 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/admin/jobs/retry": {
                 "post": {
                     "summary": "Re-run finished jobs by filter (scope admin)",
-                    "requestBody": {"content": {"application/json": {"schema": _schema(RetryMany, components)}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _retry_many(components)}},
+                    },
                     "responses": {"202": _json({"type": "object"}, "Re-queued jobs"), **errors},
                 }
             },
@@ -219,12 +225,22 @@ def openapi_spec() -> dict[str, Any]:
     }
 
 
+def _retry_many(components: dict[str, Any]) -> dict[str, Any]:
+    """RetryMany, and its rule: at least one narrowing filter, or ``all: true``."""
+    ref = _schema(RetryMany, components)
+    narrowing = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in ("type", "error_code", "created_after", "created_before")
+    ]
+    return {"allOf": [ref, {"anyOf": [*narrowing, {"required": ["all"], "properties": {"all": {"const": True}}}]}]}
+
+
 def _ledger_paths(components: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
     """Plays, sales, ledger accounts and payouts (issue 5). Amounts are strings of integer base units."""
-    from api.ledger import PayoutQuery, SaleRequest
-    from roadie.ledger.plays import PlayBatch, PlayEvent
+    from api.ledger import EntriesQuery, PayoutQuery, SaleRequest
+    from roadie.ledger.plays import PlayEvent
 
-    _schema(PlayEvent, components)
+    event = _schema(PlayEvent, components)
     counts = {
         "type": "object",
         "properties": {
@@ -236,13 +252,14 @@ def _ledger_paths(components: dict[str, Any], errors: dict[str, Any]) -> dict[st
     }
     obj = {"type": "object"}
     query = PayoutQuery.model_json_schema()["properties"]
+    entries = EntriesQuery.model_json_schema()["properties"]
     return {
         "/v1/plays": {
             "post": {
                 "summary": "Store up to 1,000 listening events (PlayEvent each), once per event_id (scope plays:write)",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _schema(PlayBatch, components)}},
+                    "content": {"application/json": {"schema": _play_batch(components, event)}},
                 },
                 "responses": {"200": _json(counts, "Counts and the refused events"), **errors},
             }
@@ -269,11 +286,15 @@ def _ledger_paths(components: dict[str, Any], errors: dict[str, Any]) -> dict[st
                         "name": "account_id",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "schema": {
+                            "anyOf": [
+                                {"type": "string", "enum": ["treasury", "clearing", "external"]},
+                                {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
+                            ]
+                        },
                         "description": "Numeric id, or treasury, clearing, external",
                     },
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                    {"name": "before_id", "in": "query", "schema": {"type": "integer"}},
+                    *({"name": name, "in": "query", "schema": schema} for name, schema in entries.items()),
                 ],
                 "responses": {"200": _json(obj, "The account"), **errors},
             }
@@ -286,3 +307,12 @@ def _ledger_paths(components: dict[str, Any], errors: dict[str, Any]) -> dict[st
             }
         },
     }
+
+
+def _play_batch(components: dict[str, Any], event: dict[str, str]) -> dict[str, str]:
+    """PlayBatch, whose events the API validates one by one (so one bad event does not sink the rest)."""
+    from roadie.ledger.plays import PlayBatch
+
+    ref = _schema(PlayBatch, components)
+    components["PlayBatch"]["properties"]["events"]["items"] = event
+    return ref

@@ -9,7 +9,6 @@ then one transaction creates the track and its ``track.ingest`` job. 202 with th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from api import telemetry
-from api.http import base_url, parse, require
+from api.http import base_url, decode_json, parse, parse_body, require
 from api.jobs import IdempotencyHeader
 from api.multipart import StreamingForm
 from roadie.db import async_transaction
@@ -59,13 +58,7 @@ def parse_fields(raw: bytes | None) -> TrackFields:
         raise IntakeError(
             422, "validation_error", "the metadata part is missing", [{"field": "metadata", "reason": "required"}]
         )
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise IntakeError(
-            422, "validation_error", f"metadata is not JSON: {exc}", [{"field": "metadata", "reason": "not JSON"}]
-        ) from exc
-    return parse(TrackFields, data, "metadata")
+    return parse_body(TrackFields, decode_json(raw, "metadata", 422), "metadata")
 
 
 async def _probe(path: Path) -> ffmpeg.Probe:

@@ -320,6 +320,7 @@ def jobs_show(job_id: uuid.UUID) -> None:
 @click.argument("job_id", type=click.UUID, required=False)
 @_filter_options
 @click.option("--force", is_flag=True, help="Also re-run succeeded jobs.")
+@click.option("--all", "every", is_flag=True, help="With no --type, --since, --until or --error-code: every job.")
 @click.option("--limit", default=500, show_default=True)
 def jobs_retry(
     job_id: uuid.UUID | None,
@@ -329,9 +330,10 @@ def jobs_retry(
     until: dt.datetime | None,
     error_code: str | None,
     force: bool,
+    every: bool,
     limit: int,
 ) -> None:
-    """Re-run one finished job, or every job matching the filters (default --status failed)."""
+    """Re-run one finished job, or every job matching the filters (default --status failed; no filter needs --all)."""
 
     async def one(target: uuid.UUID) -> list[uuid.UUID]:
         async with async_transaction() as session:
@@ -343,6 +345,8 @@ def jobs_retry(
         chosen = statuses or (JobStatus.FAILED,)
         if JobStatus.SUCCEEDED in chosen and not force:
             raise click.UsageError("re-running succeeded jobs needs --force")
+        if not (types or since or until or error_code or every):
+            raise click.UsageError("give a job id, --type, --since, --until or --error-code, or --all for every job")
         async with async_transaction() as session:
             return await intake.rerun_matching(
                 session, _job_filter(chosen, types, since, until, error_code), _actor(), force=force, limit=limit

@@ -181,6 +181,28 @@ def test_bad_filters_and_unknown_jobs_get_pages_not_server_errors(api_url: str) 
 
 
 @pytest.mark.usefixtures("worker")
+def test_retry_all_matching_with_no_filter_needs_every_failed_job_ticked(api_url: str, client: httpx.Client) -> None:
+    failed = wait_for_job(client, submit(client, {"fail": "permanent", "fail_times": 1})["id"], "failed")["id"]
+    key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
+
+    with console(api_url) as http:
+        sign_in(http, key)
+        listing = http.get("/admin/")
+        token = csrf_token(listing.text)
+        unticked = http.post("/admin/jobs/retry", data={"csrf_token": token})
+        refused_page = http.get(unticked.headers["location"])
+        untouched = client.get(f"/v1/jobs/{failed}").json()["reruns"]
+        ticked = http.post("/admin/jobs/retry", data={"csrf_token": token, "all": "true"})
+
+    assert 'name="all" value="true" required' in listing.text
+    assert unticked.status_code == 303
+    assert "Nothing re-run: with no filter" in refused_page.text
+    assert untouched == []
+    assert ticked.status_code == 303
+    assert wait_for_job(client, failed, "succeeded")["reruns"]
+
+
+@pytest.mark.usefixtures("worker")
 def test_retry_all_matching_and_forced_retries_are_recorded_under_the_operator(
     api_url: str, client: httpx.Client
 ) -> None:

@@ -64,6 +64,51 @@ def test_bulk_rerun_of_succeeded_jobs_needs_force(admin: httpx.Client) -> None:
     assert response.json()["error"]["fields"][0]["field"] == "force"
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [(None, "body"), (b"null", "body"), (b"{}", "all"), (b'{"status": "failed"}', "all"), (b'{"all": false}', "all"),
+     (b'{"all": "true"}', "all"), (b'{"type": "a\\u0000b"}', "body")],
+)  # fmt: skip
+def test_a_bulk_rerun_without_a_filter_or_all_true_reruns_nothing(
+    client: httpx.Client, admin: httpx.Client, body: bytes | None, field: str
+) -> None:
+    failed = wait_for_job(client, submit(client, {"fail": "permanent"})["id"], "failed")
+
+    response = admin.post("/v1/admin/jobs/retry", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code in (400, 422)
+    assert [f["field"] for f in response.json()["error"]["fields"]] == [field]
+    assert client.get(f"/v1/jobs/{failed['id']}").json()["reruns"] == []
+
+
+def test_all_true_reruns_every_failed_job(client: httpx.Client, admin: httpx.Client) -> None:
+    failed = [submit(client, {"fail": "permanent", "fail_times": 1, "n": n})["id"] for n in range(2)]
+    for job_id in failed:
+        wait_for_job(client, job_id, "failed")
+
+    response = admin.post("/v1/admin/jobs/retry", json={"all": True})
+
+    assert response.status_code == 202
+    assert sorted(response.json()["job_ids"]) == sorted(failed)
+
+
+def test_a_null_body_on_a_single_rerun_is_422_and_no_body_means_the_defaults(
+    client: httpx.Client, admin: httpx.Client
+) -> None:
+    job = wait_for_job(client, submit(client, {"fail": "permanent", "fail_times": 1})["id"], "failed")
+
+    refused = admin.post(
+        f"/v1/admin/jobs/{job['id']}/retry", content=b"null", headers={"content-type": "application/json"}
+    )
+    not_a_bool = admin.post(f"/v1/admin/jobs/{job['id']}/retry", json={"force": "yes"})
+
+    assert refused.status_code == 422
+    assert not_a_bool.status_code == 422
+    assert [f["field"] for f in not_a_bool.json()["error"]["fields"]] == ["force"]
+    assert client.get(f"/v1/jobs/{job['id']}").json()["reruns"] == []
+    assert admin.post(f"/v1/admin/jobs/{job['id']}/retry").status_code == 202
+
+
 def test_a_running_job_cannot_be_rerun(client: httpx.Client, admin: httpx.Client) -> None:
     job = submit(client, {"sleep_ms": 5000})
     wait_for_job(client, job["id"], "running")

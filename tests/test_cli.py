@@ -103,6 +103,10 @@ def test_jobs_list_show_retry_and_cancel(client: httpx.Client) -> None:
     assert slow not in listing
     assert '"code": "echo_permanent"' in roadie("jobs", "show", failed)
 
+    unfiltered = CliRunner().invoke(main, ["jobs", "retry"])
+    assert unfiltered.exit_code == 2
+    assert "--all for every job" in unfiltered.output
+    assert client.get(f"/v1/jobs/{failed}").json()["reruns"] == []
     assert "re-queued 1 job(s)" in roadie("jobs", "retry", "--error-code", "echo_permanent")
     assert wait_for_job(client, failed, "succeeded")["reruns"][0]["by"].startswith("cli:")
 
