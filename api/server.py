@@ -41,23 +41,24 @@ class SlowClientH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.transport.is_closing():
-            return
-        if self.conn.their_state is h11.IDLE:
-            if self.conn.trailing_data[0]:  # a request has begun: its headers have until the deadline
-                self._arm_header_deadline()
-            return
-        self._cancel(header=True)
-        if self.conn.their_state is h11.SEND_BODY:
-            self._cancel(body=True)  # each read restarts the body's idle limit
-            self.body_deadline = self.loop.call_later(self.body_timeout_s, self._body_timed_out)
-        else:
-            self._cancel(body=True)
+        self._follow_client()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.conn.their_state is not h11.SEND_BODY:
-            self._cancel(body=True)
+        super().on_response_complete()  # may start on a pipelined request already received
+        self._follow_client()
+
+    def _follow_client(self) -> None:
+        """Arm the deadline of what the client owes now: the rest of the headers, more body, or nothing."""
+        if self.transport.is_closing():
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE and self.conn.trailing_data[0]:  # a request has begun: its headers have a deadline
+            self._arm_header_deadline()
+        elif state is not h11.IDLE:
+            self._cancel(header=True)
+        self._cancel(body=True)
+        if state is h11.SEND_BODY:  # each read restarts the body's idle limit
+            self.body_deadline = self.loop.call_later(self.body_timeout_s, self._body_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel(header=True, body=True)
