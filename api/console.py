@@ -1,9 +1,11 @@
 """``/admin``: the operators' console, server-rendered HTML to find failed jobs and re-run them.
 
 An operator signs in by pasting an admin-scoped API key; the session cookie (signed, HttpOnly,
-SameSite=Strict) holds only the client's id and a CSRF token, never the key. Each request looks
-the client up again, so revoking the key or dropping its admin scope ends the session. Every
-POST form carries the session's CSRF token. Re-runs go through the same service functions as
+SameSite=Strict) holds a random session id and a CSRF token, never the key. The server keeps a
+``console_sessions`` row per sign-in holding only the id's hash: each request looks the row and
+its client up again, so signing out (the row is deleted), the row's expiry, revoking the key or
+dropping its admin scope ends the session at once, even for a copy of the cookie. Every POST
+form carries the session's CSRF token. Re-runs go through the same service functions as
 the API (:func:`roadie.jobs.intake.rerun`, :func:`roadie.jobs.intake.rerun_matching`), so each
 one is recorded as a ``rerun`` job event with the operator's client name.
 """
@@ -22,7 +24,7 @@ from urllib.parse import urlencode
 
 from jinja2 import pass_context
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -35,8 +37,8 @@ from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
 from api.errors import validation_fields
-from models.platform import ApiClient, Job, JobStatus
-from roadie.auth import authenticate
+from models.platform import ApiClient, ConsoleSession, Job, JobStatus
+from roadie.auth import authenticate, hash_key
 from roadie.db import async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
@@ -191,17 +193,27 @@ async def _checked_form(request: Request) -> FormData:
 
 async def _operator(session: AsyncSession, request: Request) -> ApiClient | None:
     """The signed-in admin, looked up again on every request; None (and signed out) if no longer one."""
-    raw = request.session.get("client_id")
-    if raw is None:
+    sid = request.session.get("sid")
+    if not isinstance(sid, str):
         return None
-    try:
-        client = await session.get(ApiClient, uuid.UUID(str(raw)))
-    except ValueError:
-        client = None
+    client = await session.scalar(
+        select(ApiClient)
+        .join(ConsoleSession, ConsoleSession.client_id == ApiClient.id)
+        .where(ConsoleSession.id_hash == hash_key(sid), ConsoleSession.expires_at > func.now())
+    )
     if client is None or client.revoked_at is not None or "admin" not in client.scopes:
-        request.session.pop("client_id", None)
+        request.session.pop("sid", None)
         return None
     return client
+
+
+async def _open_session(session: AsyncSession, client_id: uuid.UUID) -> str:
+    """A new server-side session for the client; returns its id, which only the cookie holds."""
+    await session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= func.now()))  # tidy up
+    sid = secrets.token_urlsafe(32)
+    expires = func.now() + dt.timedelta(seconds=SESSION_MAX_AGE_S)
+    session.add(ConsoleSession(id_hash=hash_key(sid), client_id=client_id, expires_at=expires))
+    return sid
 
 
 def _to_login(request: Request) -> RedirectResponse:
@@ -226,16 +238,22 @@ async def login(request: Request) -> Response:
         if "admin" not in client.scopes:
             message = f"The key of “{client.name}” lacks the admin scope; the console needs an admin key."
             return _render(request, "login.html", {"error": message}, status_code=403)
-        client_id, name = client.id, client.name
+        name = client.name
+        sid = await _open_session(session, client.id)
     request.session.clear()  # a fresh session: new CSRF token, nothing carried over from before sign-in
-    request.session["client_id"] = str(client_id)
+    request.session["sid"] = sid
     request.session["csrf"] = secrets.token_urlsafe(32)
     log.info("console.login", extra={"client": name})
     return _redirect(request.url_for("console.jobs").path)
 
 
 async def logout(request: Request) -> Response:
+    """Ends the session on the server too: a copy of the cookie taken before is worthless afterwards."""
     await _checked_form(request)
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        async with async_transaction() as session:
+            await session.execute(delete(ConsoleSession).where(ConsoleSession.id_hash == hash_key(sid)))
     request.session.clear()
     _notify(request, "Signed out.")
     return _to_login(request)

@@ -28,7 +28,16 @@ from models.music import (
     UserWallet,
     Wallet,
 )
-from models.platform import ApiClient, IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
+from models.platform import (
+    ApiClient,
+    ConsoleSession,
+    IdempotencyKey,
+    Job,
+    JobAttempt,
+    JobEvent,
+    JobStatus,
+    OutboxMessage,
+)
 
 __all__ = [
     "ApiClient",
@@ -36,6 +45,7 @@ __all__ = [
     "ChainEvent",
     "ChainSend",
     "ChainTransaction",
+    "ConsoleSession",
     "IdempotencyKey",
     "IndexedTransaction",
     "IndexerCursor",

@@ -69,6 +69,20 @@ class ApiClient(Base):
     revoked_at: Mapped[dt.datetime | None]
 
 
+class ConsoleSession(Base):
+    """A signed-in admin console session; the cookie holds its random id, the table only that id's hash.
+
+    Deleting the row (sign-out), passing ``expires_at`` or revoking the client's key ends the session at once.
+    """
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True, comment="SHA-256 (hex) of the cookie's id.")
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_clients.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = created_at()
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
 class Job(Base):
     """One job: what to run, how far it got, and how it ended."""
 

@@ -89,6 +89,19 @@ def up() -> None:
 
 
 @main.command()
+@click.option("--host", default=None, help="Default: ROADIE_API_HOST.")
+@click.option("--port", type=int, default=None, help="Default: ROADIE_API_PORT.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+def api(host: str | None, port: int | None, access_log: bool) -> None:
+    """Serve the intake API, with the slow-client timeouts and connection cap of the ROADIE_API_* settings."""
+    from api.server import serve
+    from roadie.settings import get_settings
+
+    settings = get_settings()
+    serve(host or settings.api_host, port or settings.api_port, access_log=access_log)
+
+
+@main.command()
 def demo() -> None:
     """Start everything, enqueue a sample job over HTTP, print its result, stop."""
     from roadie.demo import run_demo

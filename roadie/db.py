@@ -97,8 +97,10 @@ def _ping_when_idle(engine: Engine) -> Engine:
 @lru_cache(maxsize=1)
 def sync_engine() -> Engine:
     """The process's engine for workers, beat, the relay and the CLI."""
-    engine = create_engine(get_settings().sqlalchemy_url, pool_size=5, max_overflow=10, connect_args=connect_args())
-    return _ping_when_idle(engine)
+    engine = create_engine(
+        get_settings().sqlalchemy_url, pool_size=5, max_overflow=10, connect_args=connect_args(), hide_parameters=True
+    )
+    return _ping_when_idle(engine)  # hide_parameters: error texts reach logs and tracebacks, parameters stay out
 
 
 @lru_cache(maxsize=1)
@@ -112,6 +114,7 @@ def autocommit_engine() -> Engine:
         get_settings().sqlalchemy_url,
         isolation_level="AUTOCOMMIT",
         connect_args=connect_args(),
+        hide_parameters=True,
         pool_size=2,
         max_overflow=5,
         pool_reset_on_return=None,  # no transaction to roll back: a ROLLBACK per checkin would be a wasted call
@@ -123,7 +126,7 @@ def autocommit_engine() -> Engine:
 def async_engine() -> AsyncEngine:
     """The API's engine; one per process, created lazily inside the running loop."""
     engine = create_async_engine(
-        get_settings().sqlalchemy_url, pool_size=20, max_overflow=20, connect_args=connect_args()
+        get_settings().sqlalchemy_url, pool_size=20, max_overflow=20, connect_args=connect_args(), hide_parameters=True
     )
     _ping_when_idle(engine.sync_engine)
     return engine

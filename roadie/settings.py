@@ -120,6 +120,15 @@ class Settings(BaseSettings):
         default=9808, ge=0, le=65535, description="Port a worker serves Prometheus metrics on; 0: off."
     )
     worker_metrics_host: str = Field(default="127.0.0.1", description="Address a worker's metrics port binds.")
+    api_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="The API closes a connection whose request headers take longer than this."
+    )
+    api_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="The API closes a connection whose request body sends nothing for this long."
+    )
+    api_max_concurrency: int = Field(
+        default=1000, ge=1, description="Connections and requests one API process serves at once; past it, 503."
+    )
     admin_session_secret: SecretStr | None = Field(
         default=None,
         description="Signs the admin console's session cookies. Unset: a random one per API process start.",

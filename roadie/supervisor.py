@@ -72,8 +72,8 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
         "api": [
             sys.executable,
             "-m",
-            "uvicorn",
-            "api.app:app",
+            "roadie.cli",
+            "api",
             "--host",
             settings.api_host,
             "--port",

@@ -193,9 +193,10 @@ class Processes:
     def relay(self) -> ProcessGroup:
         return self._start("relay", [sys.executable, "-m", "roadie.cli", "relay"])
 
-    def api(self, port: int) -> ProcessGroup:
-        command = [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port)]
-        return self._start("api", command)
+    def api(self, port: int, env: dict[str, str] | None = None) -> ProcessGroup:
+        """``roadie api`` on 127.0.0.1:port, as production starts it."""
+        command = [sys.executable, "-m", "roadie.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+        return self._start("api", command, env)
 
     def flower(self, port: int, basic_auth: str | None) -> ProcessGroup:
         """``roadie flower`` on 127.0.0.1:port; basic_auth None runs it with no credentials configured."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, select, update
 
+from models.platform import ApiClient, ConsoleSession
+from roadie.db import transaction
 from tests.conftest import create_key
 from tests.helpers import submit, wait_for_job
 
@@ -66,7 +70,7 @@ def test_a_key_without_the_admin_scope_cannot_sign_in(api_url: str) -> None:
     assert "Unknown or revoked API key" in unknown.text
 
 
-def test_the_session_cookie_holds_the_client_id_and_never_the_key(api_url: str) -> None:
+def test_the_session_cookie_holds_a_session_id_stored_only_as_its_hash_and_never_the_key(api_url: str) -> None:
     key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
 
     with console(api_url) as http:
@@ -82,8 +86,61 @@ def test_the_session_cookie_holds_the_client_id_and_never_the_key(api_url: str) 
     assert "path=/admin" in set_cookie.lower()
     payload = set_cookie.split("=", 1)[1].split(";", 1)[0].split(".", 1)[0]
     session = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))
-    assert set(session) == {"client_id", "csrf"}
+    assert set(session) == {"sid", "csrf"}
     assert key not in set_cookie
+    with transaction() as db:
+        stored = db.scalars(select(ConsoleSession.id_hash)).all()
+    assert stored == [hashlib.sha256(session["sid"].encode()).hexdigest()]
+
+
+def cookie_of(http: httpx.Client) -> dict[str, str]:
+    return {"roadie_admin": http.cookies["roadie_admin"]}
+
+
+def signed_in_copy(api_url: str, cookie: dict[str, str]) -> httpx.Response:
+    """The job list as another browser holding a copy of the cookie sees it."""
+    with httpx.Client(base_url=api_url, timeout=15, cookies=cookie) as thief:
+        return thief.get("/admin/", follow_redirects=False)
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(api_url: str) -> None:
+    key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
+
+    with console(api_url) as http:
+        sign_in(http, key)
+        captured = cookie_of(http)
+        before = signed_in_copy(api_url, captured)
+        logout = http.post("/admin/logout", data={"csrf_token": csrf_token(http.get("/admin/").text)})
+        own = http.get("/admin/", follow_redirects=False)
+    after = signed_in_copy(api_url, captured)
+
+    assert before.status_code == 200
+    assert logout.status_code == 303
+    assert own.status_code == 303
+    assert after.status_code == 303
+    assert after.headers["location"] == "/admin/login"
+    with transaction() as db:
+        assert db.scalar(select(func.count()).select_from(ConsoleSession)) == 0
+
+
+def test_revoking_the_key_or_the_session_expiring_ends_the_session_at_once(api_url: str) -> None:
+    revoked_name, expired_name = (f"ops-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    cookies = {}
+    for name in (revoked_name, expired_name):
+        with console(api_url) as http:
+            sign_in(http, create_key(name, ["admin"]))
+            assert http.get("/admin/", follow_redirects=False).status_code == 200
+            cookies[name] = cookie_of(http)
+
+    with transaction() as db:
+        db.execute(update(ApiClient).where(ApiClient.name == revoked_name).values(revoked_at=func.now()))
+        expired = select(ApiClient.id).where(ApiClient.name == expired_name).scalar_subquery()
+        db.execute(update(ConsoleSession).where(ConsoleSession.client_id == expired).values(expires_at=func.now()))
+
+    for name in (revoked_name, expired_name):
+        refused = signed_in_copy(api_url, cookies[name])
+        assert refused.status_code == 303, name
+        assert refused.headers["location"] == "/admin/login"
 
 
 def test_a_post_without_the_csrf_token_is_refused(api_url: str) -> None:

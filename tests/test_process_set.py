@@ -57,7 +57,7 @@ def test_roadie_up_serves_the_api_and_stops_every_process_on_sigterm(database: s
 
 #: How to tell ``roadie up``'s children apart by their command line.
 KINDS = {
-    "api": ["uvicorn"],
+    "api": ["roadie.cli", "api"],
     "relay": ["roadie.cli", "relay"],
     "beat": ["beat"],
     "worker-default": ["worker", "default"],

@@ -306,7 +306,9 @@ def record_failure(claim_: Claim, exc: BaseException, max_attempts: int) -> str 
             _close_attempt(session, claim_, "cancelled", None, None)
             session.add(JobEvent(job_id=job.id, kind="cancelled", attempt=job.attempts))
             return job.status
-        code, message = _describe(exc)
+        code, message = _describe(exc, job.id)
+        if not _expected(exc):
+            log.warning("job.unexpected_error", extra={"job_id": str(job.id), "error_code": code}, exc_info=exc)
         trace = "".join(traceback.format_exception(exc))
         if is_transient(exc) and job.run_attempts < max_attempts:
             delay = backoff_seconds(
@@ -351,16 +353,25 @@ def record_wait(claim_: Claim, wait: WaitForChildren) -> str | None:
         return job.status
 
 
-def _describe(exc: BaseException) -> tuple[str, str]:
+def _expected(exc: BaseException) -> bool:
+    """Raised on purpose, or about the job's own payload: its message is written for the client."""
+    return isinstance(exc, JobError | ValidationError | SoftTimeLimitExceeded)
+
+
+def _describe(exc: BaseException, job_id: uuid.UUID) -> tuple[str, str]:
+    """The error's code and the message every client reads.
+
+    An unexpected error (a database error, a bug) gets a generic message: its text may hold SQL,
+    values or paths, so the detail stays in the traceback, which only admins see, and in the log.
+    """
     if isinstance(exc, JobError):
         return exc.code, exc.message
     if isinstance(exc, ValidationError):
         return "invalid_payload", str(exc)
     if isinstance(exc, SoftTimeLimitExceeded):
         return "timeout", "the job exceeded its time limit"
-    if is_transient(exc):
-        return "transient_error", f"{type(exc).__name__}: {exc}"
-    return "internal_error", f"{type(exc).__name__}: {exc}"
+    code = "transient_error" if is_transient(exc) else "internal_error"
+    return code, f"the job hit an unexpected error; an operator can look it up by the job id {job_id}"
 
 
 class Heartbeats:

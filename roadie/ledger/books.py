@@ -138,7 +138,8 @@ def refusal(exc: IntegrityError) -> PermanentError:
         )
     if constraint == "ledger_transaction_balanced":
         return PermanentError("a ledger transaction did not balance", code="unbalanced_transaction")
-    return PermanentError(f"the database refused the movement: {constraint or exc.orig}", code="ledger_refused")
+    refused = constraint or type(exc.orig).__name__  # never the error's text: it may quote the row's values
+    return PermanentError(f"the database refused the movement: {refused}", code="ledger_refused")
 
 
 def fund_treasury(session: Session, amount: int, reference: str, now: dt.datetime) -> bool:
