@@ -146,9 +146,14 @@ async def require(session: AsyncSession | None, request: Request, scope: str) ->
     client = await authenticate(session, token.strip())
     if client is None:
         raise IntakeError(401, "unauthenticated", "unknown or revoked API key")
-    if scope not in client.scopes and "admin" not in client.scopes:
-        raise IntakeError(403, "forbidden", f"this key lacks the '{scope}' scope")
+    require_scope(client, scope)
     return client
+
+
+def require_scope(client: ApiClient, scope: str, what: str = "this call") -> None:
+    """403 unless the client holds ``scope``; admins hold every scope."""
+    if scope not in client.scopes and "admin" not in client.scopes:
+        raise IntakeError(403, "forbidden", f"{what} needs the '{scope}' scope, which this key lacks")
 
 
 def path_uuid(request: Request, name: str = "job_id") -> uuid.UUID:

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api import telemetry
-from api.http import base_url, parse, parse_body, path_uuid, read_json, require
+from api.http import base_url, parse, parse_body, path_uuid, read_json, require, require_scope
 from api.params import TextFilter, Timestamp
 from models.platform import JobStatus
 from roadie.db import async_transaction
@@ -71,6 +71,7 @@ async def submit_job(request: Request) -> JSONResponse:
             f"unknown job type {job_request.type!r}",
             [{"field": "type", "reason": f"must be one of {', '.join(sorted(job_types()))}"}],
         )
+    require_scope(client, job_type.scope, job_type.name)
     parse_body(job_type.payload_model, job_request.payload, "payload")
     # Committed (with its outbox row) in one transaction with the jobs of concurrent requests.
     submission = await group_commit().submit(job_type, job_request.payload, client=client, idempotency_key=key)

@@ -137,7 +137,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def create_api_key(scopes: Sequence[str] = ("jobs:write", "jobs:read")) -> str:
+def create_api_key(scopes: Sequence[str] = ("jobs:write", "jobs:read", "jobs:rehearse")) -> str:
     """A fresh API key, created the way ``roadie keys create`` does."""
     from roadie.auth import create_client
     from roadie.db import async_engine, async_transaction

@@ -271,7 +271,7 @@ def main() -> int:
 
         with running_platform() as platform:
             print(f"platform up: {', '.join(platform.processes)}; offering {args.rate:g}/s for {args.seconds:g}s")
-            key = create_api_key(("jobs:write", "jobs:read", "tracks:write"))
+            key = create_api_key(("jobs:write", "jobs:read", "jobs:rehearse", "tracks:write"))
             audio = sample_track(Path(home))
             results = asyncio.run(
                 drive(platform.base_url, key, args.rate, args.seconds, args.seed, args.upload_every, audio)

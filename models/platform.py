@@ -40,7 +40,16 @@ class JobStatus(enum.StrEnum):
 
 #: jobs: any job type; tracks: uploads (issue 3); plays/sales: listening and sale events, ledger: balances
 #: and payouts (issue 5); admin: everything, plus re-runs.
-SCOPES = ("jobs:write", "jobs:read", "tracks:write", "plays:write", "sales:write", "ledger:read", "admin")
+SCOPES = (
+    "jobs:write",
+    "jobs:read",
+    "jobs:rehearse",  # platform.echo: jobs that sleep or fail on purpose, for rehearsing operations
+    "tracks:write",
+    "plays:write",
+    "sales:write",
+    "ledger:read",
+    "admin",
+)
 
 
 def _in_list(column: str, values: tuple[str, ...]) -> str:

@@ -27,7 +27,15 @@ class EchoPayload(BaseModel):
     )
 
 
-@job_type("platform.echo", EchoPayload, queue="default", max_attempts=5, soft_time_limit_s=660, hard_time_limit_s=720)
+@job_type(
+    "platform.echo",
+    EchoPayload,
+    queue="default",
+    max_attempts=5,
+    soft_time_limit_s=660,
+    hard_time_limit_s=720,
+    scope="jobs:rehearse",  # it can hold a worker for 10 minutes on purpose: not for every upstream app
+)
 def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
     """Return the payload as the result, after an optional sleep or a rehearsed failure."""
     deadline = time.monotonic() + payload.sleep_ms / 1000

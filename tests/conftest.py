@@ -302,8 +302,8 @@ def make_client(api_url: str) -> Iterator[Callable[..., httpx.Client]]:
 
 @pytest.fixture
 def client(make_client: Callable[..., httpx.Client]) -> httpx.Client:
-    """An upstream app: may submit and read its jobs."""
-    return make_client("jobs:write", "jobs:read")
+    """An upstream app: may submit and read its jobs, and rehearse failures with platform.echo."""
+    return make_client("jobs:write", "jobs:read", "jobs:rehearse")
 
 
 @pytest.fixture

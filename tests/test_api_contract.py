@@ -51,6 +51,18 @@ def test_a_key_without_the_scope_is_403(make_client: Callable[..., httpx.Client]
     assert writer.post("/v1/admin/jobs/retry", json={}).status_code == 403
 
 
+def test_platform_echo_which_holds_workers_on_purpose_needs_the_rehearse_scope(
+    make_client: Callable[..., httpx.Client],
+) -> None:
+    upstream_app = make_client("jobs:write", "jobs:read")
+
+    refused = upstream_app.post("/v1/jobs", json={"type": "platform.echo", "payload": {"sleep_ms": 600_000}})
+
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "platform.echo needs the 'jobs:rehearse' scope, which this key lacks"
+    assert upstream_app.get("/v1/jobs").json()["jobs"] == []
+
+
 def test_an_invalid_payload_is_422_naming_the_field_and_reason(client: httpx.Client) -> None:
     response = client.post("/v1/jobs", json={"type": "platform.echo", "payload": {"sleep_ms": -5, "fail": "x"}})
 

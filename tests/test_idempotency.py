@@ -48,7 +48,7 @@ def test_the_same_key_with_another_body_is_422(client: httpx.Client) -> None:
 
 
 def test_keys_are_scoped_per_client(client: httpx.Client, make_client: Callable[..., httpx.Client]) -> None:
-    other = make_client("jobs:write", "jobs:read")
+    other = make_client("jobs:write", "jobs:read", "jobs:rehearse")
 
     mine, theirs = post(client, "shared-key", {}), post(other, "shared-key", {})
 

@@ -37,7 +37,7 @@ def staking_refused_by_the_database() -> Iterator[None]:
 def test_a_database_error_shows_the_client_a_code_and_the_job_id_and_the_admin_the_detail(
     make_client: Callable[..., httpx.Client], admin: httpx.Client, worker: ProcessGroup
 ) -> None:
-    client = make_client("jobs:write", "jobs:read")
+    client = make_client("jobs:write", "jobs:read", "jobs:rehearse")
     with transaction() as session:
         user_id = make_user(session)
     payload = {

@@ -85,7 +85,7 @@ def test_cancelling_a_finished_job_is_a_conflict(client: httpx.Client) -> None:
 
 
 def test_a_client_sees_only_its_own_jobs(client: httpx.Client, make_client: Callable[..., httpx.Client]) -> None:
-    other = make_client("jobs:write", "jobs:read")
+    other = make_client("jobs:write", "jobs:read", "jobs:rehearse")
     job = submit(client, {})
 
     assert other.get(f"/v1/jobs/{job['id']}").status_code == 404

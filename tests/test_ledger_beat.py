@@ -108,7 +108,7 @@ def test_a_worker_killed_in_the_middle_of_a_catch_up_loses_nothing_and_pays_noth
 ) -> None:
     settings = get_settings()
     _, listener = listened(list(range(150, 0, -1)))  # one play an hour for 150 hours
-    client = make_client("jobs:write", "jobs:read")  # type: ignore[operator]
+    client = make_client("jobs:write", "jobs:read", "jobs:rehearse")  # type: ignore[operator]
     assert isinstance(client, httpx.Client)
     doomed = own_workers.worker(queues="ledger")
     job = client.post("/v1/jobs", json={"type": "ledger.catch_up", "payload": {"kind": "rewards"}}).json()

@@ -111,7 +111,7 @@ def test_roadie_up_restarts_each_kind_of_process_killed_under_load_and_no_job_is
 ) -> None:
     up, lines, base_url = started_platform(tmp_path)
     try:
-        key = create_key("supervised", ["jobs:write", "jobs:read"])
+        key = create_key("supervised", ["jobs:write", "jobs:read", "jobs:rehearse"])
         client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=15)
         jobs = [submit(client, {"sleep_ms": 300, "n": n})["id"] for n in range(40)]
         wait_for_job(client, jobs[0], {"running", "succeeded"}, timeout=60)

@@ -29,6 +29,8 @@ class JobType:
     soft_time_limit_s: int = 300
     hard_time_limit_s: int = 360
     description: str = ""
+    #: The scope a client needs to submit it; most job types need only ``jobs:write``.
+    scope: str = "jobs:write"
 
 
 _REGISTRY: dict[str, JobType] = {}
@@ -42,6 +44,7 @@ def job_type(
     max_attempts: int = 5,
     soft_time_limit_s: int = 300,
     hard_time_limit_s: int = 360,
+    scope: str = "jobs:write",
 ) -> Callable[[Handler], Handler]:
     """Declare a job type whose handler is the decorated plain function."""
     if queue not in QUEUES:
@@ -58,6 +61,7 @@ def job_type(
             max_attempts=max_attempts,
             soft_time_limit_s=soft_time_limit_s,
             hard_time_limit_s=hard_time_limit_s,
+            scope=scope,
             description=(handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else "",
         )
         return handler
