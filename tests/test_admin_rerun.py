@@ -67,7 +67,7 @@ def test_bulk_rerun_of_succeeded_jobs_needs_force(admin: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [(None, "body"), (b"null", "body"), (b"{}", "all"), (b'{"status": "failed"}', "all"), (b'{"all": false}', "all"),
-     (b'{"all": "true"}', "all"), (b'{"type": "a\\u0000b"}', "body")],
+     (b'{"all": "true"}', "all"), (b'{"type": "a\\u0000b"}', "type")],
 )  # fmt: skip
 def test_a_bulk_rerun_without_a_filter_or_all_true_reruns_nothing(
     client: httpx.Client, admin: httpx.Client, body: bytes | None, field: str
