@@ -385,6 +385,17 @@ def jobs_cancel(job_id: uuid.UUID) -> None:
     click.echo(f"{job['id']} {job['status']}{' (stop requested)' if job['cancel_requested'] else ''}")
 
 
+@main.command("status")
+def status_command() -> None:
+    """Health at a glance: the API, the relay's backlog, each pool's workers, queue depth and oldest
+    waiting job, the chain, the IPFS node, the indexer's lag and the last hour's failures."""
+    from roadie.jobs.types import QUEUES
+    from roadie.settings import get_settings
+    from roadie.status import gather, render
+
+    click.echo(render(gather(get_settings()), QUEUES))
+
+
 @main.group()
 def indexer() -> None:
     """The chain indexer."""
