@@ -36,7 +36,7 @@ class IdempotencyHeader(BaseModel):
 class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: list[Literal[tuple(JobStatus)]] = Field(default_factory=list)  # type: ignore[valid-type]
+    status: list[Literal[tuple(s.value for s in JobStatus)]] = Field(default_factory=list)  # type: ignore[valid-type]
     type: list[TextFilter] = Field(default_factory=list)
     created_after: Timestamp | None = None
     created_before: Timestamp | None = None

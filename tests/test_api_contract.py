@@ -288,3 +288,14 @@ def test_a_client_that_disconnects_mid_body_is_no_unhandled_error(
     assert "api.client_disconnected" in events
     assert "api.unhandled_error" not in events
     assert all(line["level"] != "error" for line in mine)
+
+
+def test_a_refused_status_filter_names_the_allowed_values_as_plain_words(client: httpx.Client) -> None:
+    response = client.get("/v1/jobs", params={"status": "bogus"})
+
+    assert response.status_code == 422
+    (field,) = response.json()["error"]["fields"]
+    assert field["field"] == "status.0"
+    assert field["reason"] == (
+        "Input should be 'queued', 'running', 'retrying', 'waiting', 'succeeded', 'failed' or 'cancelled'"
+    )
