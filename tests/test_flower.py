@@ -105,6 +105,41 @@ def test_a_job_run_by_the_worker_appears_in_flower_s_task_list(
     assert job["id"] in seen["args"]
 
 
+def test_flower_shows_each_jobs_ledger_outcome_failed_retried_and_cancelled_ones_included(
+    flower_url: str, client: httpx.Client, worker: ProcessGroup
+) -> None:
+    succeeded = submit(client, {"outcome": "succeeds"})["id"]
+    failed = submit(client, {"fail": "permanent"})["id"]
+    retried_then_succeeded = submit(client, {"fail": "transient", "fail_times": 1})["id"]
+    cancelled = submit(client, {"sleep_ms": 60_000})["id"]
+    wait_for_job(client, cancelled, "running")
+    assert client.post(f"/v1/jobs/{cancelled}/cancel").status_code == 202
+    for job_id, status in [(succeeded, "succeeded"), (failed, "failed"), (retried_then_succeeded, "succeeded"),
+                           (cancelled, "cancelled")]:  # fmt: skip
+        wait_for_job(client, job_id, status)
+
+    def tasks_of(job_id: str) -> list[dict[str, Any]]:
+        response = httpx.get(f"{flower_url}/api/tasks", params={"taskname": "platform.echo"}, auth=OPS, timeout=10)
+        assert response.status_code == 200
+        return sorted(
+            (t for task_id, t in response.json().items() if task_id.startswith(job_id)),
+            key=lambda t: t.get("received") or 0,
+        )
+
+    def states_of(job_id: str, count: int) -> list[str] | None:
+        states = [t["state"] for t in tasks_of(job_id)]
+        return states if len(states) == count and "STARTED" not in states and "RECEIVED" not in states else None
+
+    assert poll(lambda: states_of(succeeded, 1)) == ["SUCCESS"]
+    assert poll(lambda: states_of(failed, 1)) == ["FAILURE"]
+    assert poll(lambda: states_of(retried_then_succeeded, 2)) == ["RETRY", "SUCCESS"]
+    assert poll(lambda: states_of(cancelled, 1)) == ["FAILURE"]
+    (failure,) = tasks_of(failed)
+    assert failure["exception"] == "JobFailedError('echo_permanent: rehearsed permanent failure on attempt 1')"
+    (cancellation,) = tasks_of(cancelled)
+    assert cancellation["exception"].startswith("JobCancelledError('cancelled: ")
+
+
 def test_the_worker_sends_the_task_events_of_jobs_run_together_in_a_few_messages(
     client: httpx.Client, worker: ProcessGroup
 ) -> None:
