@@ -26,7 +26,7 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(min_length=1, max_length=100)
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = Field(description="The job type's payload; {} for a type that needs none.")
 
 
 class IdempotencyHeader(BaseModel):

@@ -299,3 +299,10 @@ def test_a_refused_status_filter_names_the_allowed_values_as_plain_words(client:
     assert field["reason"] == (
         "Input should be 'queued', 'running', 'retrying', 'waiting', 'succeeded', 'failed' or 'cancelled'"
     )
+
+
+def test_a_job_without_its_payload_is_422_naming_payload(client: httpx.Client) -> None:
+    response = client.post("/v1/jobs", json={"type": "platform.echo"})
+
+    assert response.status_code == 422
+    assert [f["field"] for f in response.json()["error"]["fields"]] == ["payload"]

@@ -96,7 +96,7 @@ def test_an_unreachable_database_is_one_line_without_the_password() -> None:
 @pytest.mark.usefixtures("worker")
 def test_jobs_list_show_retry_and_cancel(client: httpx.Client) -> None:
     failed = wait_for_job(client, submit(client, {"fail": "permanent", "fail_times": 1})["id"], "failed")["id"]
-    slow = submit(client, {"sleep_ms": 30_000})["id"]
+    slow = submit(client, {"sleep_ms": 600_000})["id"]  # runs until cancelled, however slow the machine
 
     listing = roadie("jobs", "list", "--status", "failed")
     assert failed in listing

@@ -40,8 +40,8 @@ class LedgerTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
     The outcome the ledger recorded is also what the task reports, so that Flower (which sees only
     Celery's task events) tells the truth: a failed job is a FAILURE, a job to be retried a RETRY, a
     cancelled one a FAILURE labelled cancelled. These are expected outcomes (``throws``): Celery would
-    log them at INFO without a traceback, and its per-task INFO lines are off. The message is acknowledged either way; the retry itself is
-    scheduled through the outbox, not by Celery.
+    log them at INFO without a traceback, and its per-task INFO lines are off. The message is
+    acknowledged either way; the retry itself is scheduled through the outbox, not by Celery.
     """
 
     job_type: JobType
