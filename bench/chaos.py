@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -304,22 +303,6 @@ def worker_command(name: str, queue: str) -> list[str]:
     return command
 
 
-def beat_command(schedule: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "--quiet",
-        "beat",
-        "--loglevel",
-        "INFO",
-        "-s",
-        str(schedule),
-    ]
-
-
 @dataclass
 class Platform:
     bench: Bench
@@ -336,6 +319,8 @@ class Platform:
             ("worker-chain", "chain"),
         ):
             self.bench.start(name, worker_command(name, queue))
+        from roadie.supervisor import beat_command
+
         for n in (1, 2):
             self.bench.start(f"beat-{n}", beat_command(self.bench.log_dir / f"beat-{n}-schedule"))
         if space is not None:

@@ -34,6 +34,12 @@ from roadie.settings import Settings, get_settings
 POOLS: dict[str, int] = {"default": 2, "media": 1, "ipfs": 2, "chain": 1, "ledger": 1, "indexer": 1}
 
 
+def beat_command(schedule: Path) -> list[str]:
+    """Beat, keeping its schedule state in ``schedule``; ``--quiet``: no free-text banner, every log line is JSON."""
+    celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
+    return [*celery, "--quiet", "beat", "--loglevel", "INFO", "-s", str(schedule)]
+
+
 def worker_command(pool: str, concurrency: int) -> list[str]:
     return [
         sys.executable,
@@ -81,19 +87,7 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
             "--no-access-log",
         ],
         "relay": [sys.executable, "-m", "roadie.cli", "relay"],
-        "beat": [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "--quiet",  # no free-text banner: every line of beat's log is JSON
-            "beat",
-            "--loglevel",
-            "INFO",
-            "-s",
-            str(home / "celerybeat-schedule"),
-        ],
+        "beat": beat_command(home / "celerybeat-schedule"),
     }
     commands.update({f"worker-{pool}": worker_command(pool, n) for pool, n in POOLS.items()})
     if authentication_configured(settings):  # Flower never runs unauthenticated: without credentials, no Flower

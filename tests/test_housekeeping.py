@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ from roadie.jobs.intake import enqueue
 from roadie.jobs.types import job_types
 from roadie.processes import ProcessGroup
 from roadie.settings import get_settings
+from roadie.supervisor import beat_command
 from tests.conftest import ROOT, Processes
 from tests.helpers import submit, wait_for_job
 
@@ -40,8 +40,7 @@ def test_a_sigkilled_worker_s_jobs_are_requeued_within_the_heartbeat_timeout_and
     client: httpx.Client, own_workers: Processes, tmp_path: Path
 ) -> None:
     env = dict(os.environ, ROADIE_SCHEDULE_REAP_LOST_JOBS=f"every {REAPER_PERIOD_S:g}s")
-    command = [sys.executable, "-m", "celery", "-A", "workers.app", "--quiet", "beat", "--loglevel", "INFO"]
-    beat = ProcessGroup("beat", [*command, "-s", str(tmp_path / "schedule")], tmp_path / "beat.log", env, ROOT)
+    beat = ProcessGroup("beat", beat_command(tmp_path / "schedule"), tmp_path / "beat.log", env, ROOT)
     beat.start()
     try:
         doomed = own_workers.worker(queues="default", concurrency=2)

@@ -47,6 +47,7 @@ from roadie.chain.transfers import create_batch
 from roadie.db import transaction
 from roadie.processes import ProcessGroup
 from roadie.settings import get_settings
+from roadie.supervisor import beat_command
 from tests.conftest import ROOT, Processes, free_port
 from tests.fixtures.chain import control, crashing_worker
 from tests.helpers import wait_for_job
@@ -100,8 +101,7 @@ def running_indexer(
     log_dir, port = tmp_path_factory.mktemp("indexer"), free_port()
     worker = indexer_worker(processes, port)
     with environment(ENV):  # beat: an indexer tick every 0.3 s
-        command = [sys.executable, "-m", "celery", "-A", "workers.app", "--quiet", "beat", "--loglevel", "INFO",
-                   "-s", str(log_dir / "celerybeat-schedule")]  # fmt: skip
+        command = beat_command(log_dir / "celerybeat-schedule")
         beat = ProcessGroup("beat", command, log_dir / "beat.log", cwd=ROOT).start()
     indexing = Indexing(worker, beat, port)
     yield indexing

@@ -20,6 +20,7 @@ import pytest
 
 from roadie import blobs
 from roadie.processes import ProcessGroup
+from roadie.supervisor import beat_command
 from tests.conftest import ROOT, Processes
 from tests.fixtures.media import AudioFiles, post_track
 from tests.test_durability import wait_until
@@ -130,8 +131,7 @@ def test_scratch_of_dead_owners_is_swept_at_media_worker_start_and_from_beat_and
 
     in_use, _ = scratch_owner()
     after_start = dead_owners_scratch(scratch_owner)
-    command = [sys.executable, "-m", "celery", "-A", "workers.app", "--quiet", "beat", "--loglevel", "INFO",
-               "-s", str(tmp_path / "celerybeat-schedule")]  # fmt: skip
+    command = beat_command(tmp_path / "celerybeat-schedule")
     env = {**os.environ, "ROADIE_SCHEDULE_SWEEP_SCRATCH": "every 1s"}
     beat = ProcessGroup("beat", command, tmp_path / "beat.log", env=env, cwd=ROOT).start()
     try:
