@@ -79,6 +79,7 @@ def test_a_statement_past_the_worker_s_timeout_is_cancelled_and_the_job_retried(
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("worker")
 def test_the_running_api_relay_and_worker_connect_in_their_roles(client: httpx.Client) -> None:
     wait_for_job(client, submit(client, {"n": 1})["id"], "succeeded")
 
