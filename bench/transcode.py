@@ -6,8 +6,9 @@ The source is a generated FLAC (44.1 kHz stereo: a 120 BPM click track over a ch
 runs in a fresh subprocess, alternating, so neither inherits the other's memory or page cache luck:
 
 - Roadie: ``roadie.media.transcode.transcode`` — MP3 320k + 128k + Opus 96k from one ffmpeg process,
-  EBU R128 loudness (true peak) measured beside it, the faded 30-s preview (pydub), and every output
-  decoded back and checked against the source length;
+  EBU R128 loudness (true peak) measured beside it, the 30-s preview faded by ``afade`` in its
+  cutting process, and every output decoded back and checked against the source length (the
+  preview into pydub, which also checks its fades);
 - baseline: the same four outputs as four ``ffmpeg`` commands run one after another (the preview
   with ``-ss``/``-t`` input seeking and ``afade``), no loudness, no verification.
 

@@ -72,6 +72,13 @@ def test_the_preview_is_thirty_seconds_from_a_third_in_with_fades(audio: AudioFi
     assert abs(samples[-edge:]).max() < 0.2 * abs(samples[middle - edge : middle + edge]).max()
 
 
+def test_a_preview_that_does_not_fade_is_refused_as_invalid_output(audio: AudioFiles) -> None:
+    unfaded = audio.song("unfaded-preview.mp3", 30)
+
+    with pytest.raises(ffmpeg.BadOutputError, match="start is not faded"):
+        transcode._check_preview(ffmpeg.Runs(), unfaded, *transcode.preview_fades(30))
+
+
 def test_the_artists_preview_start_is_kept_and_moved_back_only_to_fit(audio: AudioFiles, run: Run) -> None:
     path = audio.song("song-60s.wav", 60)
 

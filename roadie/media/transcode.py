@@ -3,9 +3,10 @@
 At most two ffmpeg processes run at a time (a media worker has two cores). One encodes MP3 320k and
 128k (one decode, two encoders) from the start; beside it, the loudness measurement (EBU R128 with
 true peak, and the decoded length) rejects silent, cut-off or too-long audio early, then the Opus
-encode and the preview (pydub fades a 30-second cut) follow on the same core. Each output is
-decoded back as soon as it is made and must last as long as the source (within
-``DURATION_TOLERANCE_S``). A failure, a cancellation or the time limit stops every ffmpeg of the
+encode and the preview (a 30-second cut faded by ffmpeg's ``afade`` in the same process) follow on
+the same core. Each output is decoded back as soon as it is made and must last as long as the
+source (within ``DURATION_TOLERANCE_S``); the preview is decoded into pydub, which also checks
+that it starts and ends faded. A failure, a cancellation or the time limit stops every ffmpeg of the
 job. The caller gives a scratch directory and removes it.
 """
 
@@ -26,7 +27,9 @@ from roadie.media import ffmpeg, sniff
 from roadie.media.ffmpeg import BITEXACT, Probe, UndecodableError
 
 DURATION_TOLERANCE_S = 0.05
-FADE_IN_MS, FADE_OUT_MS = 500, 1500
+FADE_IN_S, FADE_OUT_S = 0.5, 1.5
+#: A faded edge: the first and last fiftieth of each fade (gain at most 2 %, -34 dB) peak below this.
+FADED_EDGE_DBFS = -30.0
 #: Below this integrated loudness EBU R128's absolute gate lets nothing through: the track is silent.
 SILENCE_LUFS = -70.0
 #: A decoded source this much shorter than its header promised was cut off (an estimate may be off a bit).
@@ -134,27 +137,36 @@ def _encode_args(
     return args, planned
 
 
+def preview_fades(length_s: float) -> tuple[float, float]:
+    """The fade-in and fade-out lengths: half a second in and a second and a half out, at most a third each."""
+    return min(FADE_IN_S, length_s / 3), min(FADE_OUT_S, length_s / 3)
+
+
 def _make_preview(
     runs: ffmpeg.Runs, source_path: Path, source: Probe, work: Path, start_s: float, length_s: float
-) -> Path:
-    """Cut the window with input seeking (ffmpeg decodes only that), fade it with pydub, encode it."""
-    cut_args = ["-ss", f"{start_s:.3f}", "-t", f"{length_s:.3f}", "-i", str(source_path), "-map", "0:a:0", "-vn"]
-    with runs.start(
-        [*cut_args, *_channel_args(source), "-c:a", "pcm_s16le", "-f", "wav", "pipe:1"], stdout_data=True
-    ) as cut:
-        wav = cut.stdout.read()
-        cut.finish("cutting the preview")
+) -> Output:
+    """Cut the window with input seeking (ffmpeg decodes only that), fade and encode it in the same process."""
+    fade_in, fade_out = preview_fades(length_s)
+    fades = f"afade=t=in:st=0:d={fade_in:.3f},afade=t=out:st={length_s - fade_out:.3f}:d={fade_out:.3f}"
+    path = work / f"preview.{PREVIEW.extension}"
+    args = ["-xerror", "-ss", f"{start_s:.3f}", "-t", f"{length_s:.3f}", "-i", str(source_path), "-map", "0:a:0"]
+    args += ["-vn", "-af", fades, "-map_metadata", "-1", *_channel_args(source), *PREVIEW.codec_args, *BITEXACT]
+    runs.run([*args, str(path)], "encoding the preview")
+    return _check_preview(runs, path, fade_in, fade_out)
+
+
+def _check_preview(runs: ffmpeg.Runs, path: Path, fade_in_s: float, fade_out_s: float) -> Output:
+    """Decode the preview back into pydub: its length, and the proof that it starts and ends faded."""
+    with runs.start(["-xerror", "-i", str(path), "-f", "wav", "pipe:1"], stdout_data=True) as decode:
+        wav = decode.stdout.read()
+        decode.finish(f"decoding {path.name} back", ffmpeg.BadOutputError)
     clip = AudioSegment.from_wav(io.BytesIO(wav))
     del wav
-    fade_out = min(FADE_OUT_MS, len(clip) // 3)
-    faded = clip.fade_in(min(FADE_IN_MS, len(clip) // 3)).fade_out(fade_out)
-    wav_path, path = work / "preview.wav", work / f"preview.{PREVIEW.extension}"
-    faded.export(wav_path, format="wav")  # pydub writes a plain WAV itself: no temporary files of its own
-    runs.run(
-        ["-i", str(wav_path), "-map_metadata", "-1", *PREVIEW.codec_args, *BITEXACT, str(path)], "encoding the preview"
-    )
-    wav_path.unlink()
-    return path
+    head, tail = max(1, round(fade_in_s * 20)), max(1, round(fade_out_s * 20))  # milliseconds: a fiftieth
+    for edge, where in ((clip[:head], "start"), (clip[-tail:], "end")):
+        if edge.max_dBFS > FADED_EDGE_DBFS:
+            raise ffmpeg.BadOutputError(f"the preview's {where} is not faded ({edge.max_dBFS:.1f} dBFS)")
+    return Output(PREVIEW, path, clip.frame_count() / clip.frame_rate)
 
 
 def transcode(
@@ -185,7 +197,7 @@ def transcode(
         return _decode_back(runs, planned)  # while the other group still encodes
 
     def preview(start: float, length: float) -> list[Output]:
-        return _decode_back(runs, [Output(PREVIEW, _make_preview(runs, source_path, source, work, start, length), 0)])
+        return [_make_preview(runs, source_path, source, work, start, length)]
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ffmpeg") as pool:
         try:
