@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import suppress
 from typing import Any
@@ -105,9 +106,18 @@ def test_a_job_run_by_the_worker_appears_in_flower_s_task_list(
     assert job["id"] in seen["args"]
 
 
+def dashboard_counters(flower_url: str, worker: ProcessGroup) -> Counter[str]:
+    """The counts on Flower's workers dashboard (Processed, Failed, Succeeded, Retried) for the test's worker."""
+    response = httpx.get(f"{flower_url}/workers", params={"json": "1"}, auth=OPS, timeout=10)
+    assert response.status_code == 200, response.text
+    rows = [row for row in response.json()["data"] if row["hostname"].startswith(f"{worker.name}@")]
+    return Counter({kind: row.get(f"task-{kind}", 0) for row in rows for kind in ("succeeded", "failed", "retried")})
+
+
 def test_flower_shows_each_jobs_ledger_outcome_failed_retried_and_cancelled_ones_included(
     flower_url: str, client: httpx.Client, worker: ProcessGroup
 ) -> None:
+    counted_before = dashboard_counters(flower_url, worker)
     succeeded = submit(client, {"outcome": "succeeds"})["id"]
     failed = submit(client, {"fail": "permanent"})["id"]
     retried_then_succeeded = submit(client, {"fail": "transient", "fail_times": 1})["id"]
@@ -138,6 +148,15 @@ def test_flower_shows_each_jobs_ledger_outcome_failed_retried_and_cancelled_ones
     assert failure["exception"] == "JobFailedError('echo_permanent: rehearsed permanent failure on attempt 1')"
     (cancellation,) = tasks_of(cancelled)
     assert cancellation["exception"].startswith("JobCancelledError('cancelled: ")
+    # The dashboard's counters for the same period agree with the ledger: a cancelled job counts as a failure.
+    jobs = (succeeded, failed, retried_then_succeeded, cancelled)
+    ledger = [client.get(f"/v1/jobs/{job_id}").json() for job_id in jobs]
+    expected = Counter(
+        succeeded=sum(job["status"] == "succeeded" for job in ledger),
+        failed=sum(job["status"] in ("failed", "cancelled") for job in ledger),
+        retried=sum(job["attempts"] - 1 for job in ledger),
+    )
+    assert dashboard_counters(flower_url, worker) - counted_before == expected
 
 
 def test_the_worker_sends_the_task_events_of_jobs_run_together_in_a_few_messages(
