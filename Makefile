@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: prereqs install ipfs-node demo test lint docs bench up clean
 
 $(STAMP): pyproject.toml
+	@echo "Installing Roadie and its Python packages into $(VENV) (a minute or two on a fresh machine) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
@@ -17,6 +18,7 @@ install: $(STAMP)
 # The local IPFS node (js-ipfs from npm) the tests, the demo and `roadie up` start; node_modules is not committed.
 IPFS_NODE := tools/ipfs-node/node_modules/.installed
 $(IPFS_NODE): tools/ipfs-node/package.json tools/ipfs-node/package-lock.json
+	@echo "Installing the local IPFS node (js-ipfs) from npm (about two minutes on a fresh machine) ..."
 	bash tools/ipfs-node/ipfs-node.sh install
 
 ipfs-node: $(IPFS_NODE)

@@ -9,14 +9,19 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from roadie.auth import create_client
 from roadie.db import async_engine, async_transaction
 from roadie.flower import authentication_configured
+from roadie.ingest.pipeline import STAGES
 from roadie.supervisor import running_platform
 
 
@@ -31,15 +36,70 @@ async def _demo_key() -> str:
         await async_engine().dispose()
 
 
-def _wait(client: httpx.Client, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+class Display:
+    """The demo's account of its long steps: a live ``rich`` display on a terminal, plain lines otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.stages: dict[str, TaskID] = {}
+        self.said: dict[str, str] = {}
+
+    def __enter__(self) -> Display:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        """One step of unknown length: a spinner, then its time."""
+        started = time.monotonic()
+        task = self.progress.add_task(what, total=None)
+        if not self.live:
+            self.console.print(f"{what} ...")
+        yield
+        took = f"{what}: done in {time.monotonic() - started:.1f} s"
+        self.progress.update(task, description=took, total=1, completed=1)
+        if not self.live:
+            self.console.print(took)
+
+    def stage(self, name: str, status: str, percent: int) -> None:
+        """A pipeline stage's bar; in plain text, a line each time its status changes."""
+        if name not in self.stages:
+            self.stages[name] = self.progress.add_task(name, total=100)
+        self.progress.update(self.stages[name], description=f"  {name:<13} {status}", completed=percent)
+        if not self.live and self.said.get(name) != status:
+            self.said[name] = status
+            self.console.print(f"  {name:<13} {status}")
+
+
+def _follow(client: httpx.Client, job: dict[str, Any], display: Display, timeout_s: float) -> dict[str, Any]:
+    """Poll the job until it ends, showing each of its stages (its child jobs) as it runs."""
+    stage_names = {stage.job_type: stage.name for stage in STAGES}
     deadline = time.monotonic() + timeout_s
-    while job["status"] not in {"succeeded", "failed", "cancelled"} and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job['id']}").json()
+        for child in job.get("children", []):
+            percent = 100 if child["status"] == "succeeded" else child["progress"]
+            display.stage(stage_names.get(child["type"], child["type"]), child["status"], percent)
+        if job["status"] in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(0.5)
     return job
 
 
-def _ingest_sample_track(client: httpx.Client) -> dict[str, Any]:
+def _ingest_sample_track(client: httpx.Client, display: Display) -> dict[str, Any]:
     """Upload 20 s of a generated A minor chord with a cover, minting requested; follow its track.ingest job."""
     from solders.keypair import Keypair
 
@@ -68,28 +128,32 @@ def _ingest_sample_track(client: httpx.Client) -> dict[str, Any]:
         )
     accepted.raise_for_status()
     job = accepted.json()
-    print(f"POST /v1/tracks -> {accepted.status_code}: track {job['track_id']}, job {job['id']} {job['status']}")
-    job = _wait(client, job, 240)
+    display.console.print(
+        f"POST /v1/tracks -> {accepted.status_code}: track {job['track_id']}, job {job['id']} {job['status']}"
+    )
+    job = _follow(client, job, display, 240)
     for stage in (job.get("result") or {}).get("stages", []):
         error = stage.get("error") or {}
-        print(f"  {stage['name']:<13} {stage['status']:<10} {error.get('code') or ''}")
+        if error:
+            display.console.print(f"  {stage['name']} failed: {error.get('code')}: {error.get('message')}")
         if stage["name"] == "pin_metadata" and stage["status"] == "succeeded":
-            print(f"  {'':13} metadata {stage['result']['uri']}")
+            display.console.print(f"  metadata {stage['result']['uri']}")
         if stage["name"] == "mint" and stage["status"] == "succeeded":
-            print(f"  {'':13} NFT mint {stage['result']['mint']} owned by {stage['result']['owner']}")
+            display.console.print(f"  NFT mint {stage['result']['mint']} owned by {stage['result']['owner']}")
     return job
 
 
 def run_demo() -> int:
     """Start everything and run the platform's main job over HTTP: ingest a track and mint its NFT."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo prints its own account of each request
-    with running_platform() as platform:
+    with Display(Console(highlight=False, soft_wrap=True)) as display, running_platform(step=display.step) as platform:
         key = asyncio.run(_demo_key())
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=platform.base_url, headers=headers, timeout=30) as client:
-            job = _ingest_sample_track(client)
-        print(f"track.ingest {job['id']} {job['status']}", job.get("error") or "")
-        print(f"Logs of every process: {platform.settings.home.resolve() / 'logs'}")
+            job = _ingest_sample_track(client, display)
+        display.console.print(f"track.ingest {job['id']} {job['status']}", job.get("error") or "")
+        display.console.print(f"Logs of every process: {platform.settings.home.resolve() / 'logs'}")
+        display.console.print("Stopping every process ...")
     settings = platform.settings
     flower = f"http://{settings.flower_address}:{settings.flower_port}" if authentication_configured(settings) else None
     print(_next_steps(platform.base_url, job["url"], key, flower))

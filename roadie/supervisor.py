@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,18 +248,27 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+#: Reports one long step of starting the platform while it runs (the demo shows a live display).
+StepReporter = Callable[[str], AbstractContextManager[object]]
+
+
 @contextmanager
-def running_platform(settings: Settings | None = None) -> Iterator[Platform]:
+def running_platform(
+    settings: Settings | None = None, *, step: StepReporter = lambda what: nullcontext()
+) -> Iterator[Platform]:
     """The platform, up and ready, for as long as the block runs; SIGTERM ends the block too."""
     platform = Platform(settings or get_settings())
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        platform.start_servers()
-        platform.migrate()
-        platform.start_processes()
-        platform.wait_ready()
+        with step("starting the servers (PostgreSQL, Redis, the local chain, IPFS)"):
+            platform.start_servers()
+        with step("migrating the database"):
+            platform.migrate()
+        with step("starting the API, the relay, beat and the worker pools"):
+            platform.start_processes()
+            platform.wait_ready()
         yield platform
     finally:
         platform.stop()
