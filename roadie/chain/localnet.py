@@ -16,6 +16,10 @@ production code path) runs unchanged:
   ``roadie_advance``, ``roadie_status`` and ``roadie_failNext`` (answer the next requests with an HTTP
   error) let tests in another process drive it. These methods exist only here.
 
+Token and program accounts (``getTokenAccountsByOwner``/``ByDelegate``, ``getTokenSupply``,
+``getTokenLargestAccounts``, ``getProgramAccounts``) are answered from the accounts that landed
+transactions touched (:mod:`roadie.chain.localnet_tokens`).
+
 Not modelled: websocket subscriptions, token balances in transaction metadata, address lookup tables.
 """
 
@@ -43,6 +47,7 @@ from solders.rpc import responses as rpc
 from solders.signature import Signature
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.system_program import TransferParams, transfer
+from solders.token.state import Mint, TokenAccount
 from solders.transaction import Legacy, Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 from solders.transaction_status import (
@@ -57,7 +62,9 @@ from solders.transaction_status import (
 )
 from spl.memo.constants import MEMO_PROGRAM_ID
 
+from roadie.chain import localnet_tokens as tokens
 from roadie.chain.addresses import MEMO_V1_PROGRAM_ID
+from roadie.chain.localnet_tokens import Keyed
 from roadie.processes import ProcessGroup
 from roadie.settings import Settings, get_settings
 
@@ -342,6 +349,12 @@ class LocalChain:
             account = self.svm.get_account(key)
         return None if account is None or account.lamports == 0 else account
 
+    def accounts(self) -> list[Keyed]:
+        """Every live account: LiteSVM cannot list them, but every one was a key of a landed transaction."""
+        with self.lock:
+            keyed = ((key, self.account(key)) for key in self.by_address)
+            return [Keyed(key, account) for key, account in keyed if account is not None]
+
 
 def _inner_instructions(result: TransactionMetadata) -> list[UiInnerInstructions]:
     """LiteSVM's inner instructions as the RPC shows them (solders' stubs call these methods attributes)."""
@@ -525,18 +538,100 @@ class LocalRpc:
 
     @_method("getTokenAccountBalance")
     def get_token_account_balance(self, params: list[Any]) -> Any:
-        from solders.account_decoder import UiTokenAmount
-        from solders.token.state import Mint, TokenAccount
-
         account = self.chain.account(_pubkey(params[0]))
-        if account is None or len(account.data) < 165:
+        token = None if account is None else tokens.token_account(account)
+        if token is None:
             raise RpcFailure(-32602, "Invalid param: not a Token account")
-        token = TokenAccount.from_bytes(bytes(account.data[:165]))
-        mint_account = self.chain.account(token.mint)
-        decimals = Mint.from_bytes(bytes(mint_account.data[:82])).decimals if mint_account else 0
-        ui = str(token.amount / 10**decimals) if decimals else str(token.amount)
-        amount = UiTokenAmount(token.amount / 10**decimals, decimals, str(token.amount), ui)  # display only
+        amount = tokens.ui_amount(token.amount, self._decimals(token.mint))
         return _result(rpc.GetTokenAccountBalanceResp(amount, self.context()))
+
+    # Token and program accounts: what wallets, explorers and the spl-token CLI read ----------------
+
+    def _decimals(self, mint: Pubkey) -> int:
+        state = tokens.mint(self.chain.account(mint))
+        return state.decimals if state else 0
+
+    def _with_context(self, value: Any) -> dict[str, Any]:
+        return {"context": tokens.json_data(self.context()), "value": value}
+
+    def _token_accounts(self, params: list[Any], holder: Callable[[TokenAccount], Pubkey | None]) -> Any:
+        """getTokenAccountsBy*: the token accounts whose owner (or delegate) is params[0], by mint or program."""
+        who, which, options = _pubkey(params[0]), _options(params, 1), _options(params, 2)
+        if len(which) != 1 or not {"mint", "programId"} >= which.keys():
+            raise RpcFailure(-32602, "Invalid param: give exactly one of mint or programId")
+        mint = _pubkey(which["mint"]) if "mint" in which else None
+        program = _pubkey(which["programId"]) if "programId" in which else None
+        if program is not None and program not in tokens.TOKEN_PROGRAMS:
+            raise RpcFailure(-32602, "Invalid param: unrecognized Token program id")
+        found = []
+        for keyed in self.chain.accounts():
+            token = tokens.token_account(keyed.account)
+            if token is None or holder(token) != who or (mint is not None and token.mint != mint):
+                continue
+            if program is None or keyed.account.owner == program:
+                found.append(keyed)
+        return self._with_context(self._keyed_accounts(found, options.get("encoding") or "base64"))
+
+    def _keyed_accounts(self, found: list[Keyed], encoding: str) -> list[Any]:
+        decimals: dict[Pubkey, int] = {}
+        for keyed in found:
+            if (token := tokens.token_account(keyed.account)) is not None and token.mint not in decimals:
+                decimals[token.mint] = self._decimals(token.mint)
+        try:
+            return [tokens.encoded(keyed, encoding, decimals) for keyed in found]
+        except tokens.InvalidParamError as exc:
+            raise RpcFailure(-32602, f"Invalid param: {exc}") from exc
+
+    @_method("getTokenAccountsByOwner")
+    def get_token_accounts_by_owner(self, params: list[Any]) -> Any:
+        return self._token_accounts(params, lambda token: token.owner)
+
+    @_method("getTokenAccountsByDelegate")
+    def get_token_accounts_by_delegate(self, params: list[Any]) -> Any:
+        return self._token_accounts(params, lambda token: token.delegate)
+
+    def _mint_state(self, key: Pubkey) -> Mint:
+        state = tokens.mint(self.chain.account(key))
+        if state is None:
+            raise RpcFailure(-32602, "Invalid param: not a Token mint")
+        return state
+
+    @_method("getTokenSupply")
+    def get_token_supply(self, params: list[Any]) -> Any:
+        state = self._mint_state(_pubkey(params[0]))
+        return _result(rpc.GetTokenSupplyResp(tokens.ui_amount(state.supply, state.decimals), self.context()))
+
+    @_method("getTokenLargestAccounts")
+    def get_token_largest_accounts(self, params: list[Any]) -> Any:
+        """The 20 largest accounts of a mint, largest first."""
+        mint = _pubkey(params[0])
+        decimals = self._mint_state(mint).decimals
+        holders = [
+            (token.amount, keyed.pubkey)
+            for keyed in self.chain.accounts()
+            if (token := tokens.token_account(keyed.account)) is not None and token.mint == mint
+        ]
+        holders.sort(key=lambda holder: (-holder[0], str(holder[1])))
+        value = [rpc.RpcTokenAccountBalance(key, tokens.ui_amount(amount, decimals)) for amount, key in holders[:20]]
+        return _result(rpc.GetTokenLargestAccountsResp(value, self.context()))
+
+    @_method("getProgramAccounts")
+    def get_program_accounts(self, params: list[Any]) -> Any:
+        """The accounts a program owns, filtered by ``dataSize`` and ``memcmp``; ``withContext`` wraps them."""
+        program, options = _pubkey(params[0]), _options(params, 1)
+        filters = options.get("filters") or []
+        if not isinstance(filters, list):
+            raise RpcFailure(-32602, "Invalid param: filters must be a list")
+        try:
+            found = [
+                keyed
+                for keyed in self.chain.accounts()
+                if keyed.account.owner == program and tokens.matches(keyed.account, filters)
+            ]
+        except tokens.InvalidParamError as exc:
+            raise RpcFailure(-32602, f"Invalid param: {exc}") from exc
+        value = self._keyed_accounts(found, options.get("encoding") or "base64")
+        return self._with_context(value) if options.get("withContext") else value
 
     @_method("requestAirdrop")
     def request_airdrop(self, params: list[Any]) -> Any:
