@@ -18,7 +18,8 @@ production code path) runs unchanged:
 
 Token and program accounts (``getTokenAccountsByOwner``/``ByDelegate``, ``getTokenSupply``,
 ``getTokenLargestAccounts``, ``getProgramAccounts``) are answered from the accounts that landed
-transactions touched (:mod:`roadie.chain.localnet_tokens`).
+transactions touched (:mod:`roadie.chain.localnet_tokens`). Fees are charged as a cluster charges them
+(:mod:`roadie.chain.fees`: signatures plus priority fee), and ``getRecentPrioritizationFees`` reports them.
 
 Not modelled: websocket subscriptions, token balances in transaction metadata, address lookup tables.
 """
@@ -64,6 +65,7 @@ from spl.memo.constants import MEMO_PROGRAM_ID
 
 from roadie.chain import localnet_tokens as tokens
 from roadie.chain.addresses import MEMO_V1_PROGRAM_ID
+from roadie.chain.fees import compute_budget, transaction_fee
 from roadie.chain.localnet_tokens import Keyed
 from roadie.processes import ProcessGroup
 from roadie.settings import Settings, get_settings
@@ -72,7 +74,6 @@ log = logging.getLogger(__name__)
 
 #: Blocks a blockhash stays valid for (solana's MAX_PROCESSING_AGE).
 MAX_PROCESSING_AGE = 150
-LAMPORTS_PER_SIGNATURE = 5_000
 SLOT_SECONDS = 0.4
 #: Status of signatures older than this many slots is found only with searchTransactionHistory.
 STATUS_CACHE_SLOTS = 300
@@ -120,6 +121,7 @@ class Landed:
     keys: list[Pubkey]
     memo: str | None
     block: Block | None = None
+    unit_price: int = 0  # micro-lamports per compute unit, for getRecentPrioritizationFees
 
     @property
     def signature(self) -> Signature:
@@ -283,6 +285,10 @@ class LocalChain:
                 return signature  # dropped: it never lands
             message = tx.message
             keys = list(message.account_keys)
+            if (self.svm.get_balance(keys[0]) or 0) < transaction_fee(message):
+                if preflight:
+                    raise _preflight_failure(TransactionErrorFieldless.InsufficientFundsForFee, [])
+                return signature  # a leader drops what cannot pay its fee
             undo = [(key, self.svm.get_account(key)) for i, key in enumerate(keys) if _writable(message, i)]
             pre = [self.svm.get_balance(key) or 0 for key in keys]
             result = self.svm.send_transaction(tx)
@@ -305,6 +311,8 @@ class LocalChain:
         pre: list[int],
     ) -> Signature:
         message = tx.message
+        budget = compute_budget(message)
+        self._charge(keys[0], budget.priority_fee)  # LiteSVM takes only the signatures' fee
         memos = [
             bytes(ix.data).decode(errors="replace")
             for ix in message.instructions
@@ -313,7 +321,7 @@ class LocalChain:
         return_data = cast(Any, result).return_data()
         meta = UiTransactionStatusMeta(
             err,
-            LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures,
+            transaction_fee(message),
             pre,
             [self.svm.get_balance(key) or 0 for key in keys],
             inner_instructions=_inner_instructions(result),
@@ -326,13 +334,44 @@ class LocalChain:
             compute_units_consumed=result.compute_units_consumed(),
         )
         memo = "; ".join(f"[{len(text.encode())}] {text}" for text in memos) or None
-        landed = Landed(tx, self.open_slot, meta, undo, list(dict.fromkeys(keys)), memo)
+        landed = Landed(
+            tx, self.open_slot, meta, undo, list(dict.fromkeys(keys)), memo, None, budget.unit_price_micro_lamports
+        )
         self.open_txs.append(landed)
         self.landed[landed.signature] = landed
         for key in landed.keys:
             self.by_address.setdefault(key, []).append(landed)
         self.transaction_count += 1
         return landed.signature
+
+    def _charge(self, payer: Pubkey, lamports: int) -> None:
+        if lamports:
+            account = self.svm.get_account(payer)
+            assert account is not None  # it just paid the signatures' fee
+            self.svm.set_account(
+                payer, Account(account.lamports - lamports, account.data, account.owner, account.executable)
+            )
+
+    def prioritization_fees(self, writable: list[Pubkey], blocks: int = MAX_PROCESSING_AGE) -> list[tuple[int, int]]:
+        """(slot, fee) for recent blocks: the lowest compute-unit price that landed in the block, raised to the
+        lowest that landed writing each given account, as a validator's fee cache answers."""
+        with self.lock:
+            fees = []
+            for block in self.blocks[-blocks:]:
+                prices = [landed.unit_price for landed in block.txs]
+                fee = min(prices, default=0)
+                for account in writable:
+                    writing = [
+                        landed.unit_price
+                        for landed in block.txs
+                        if any(
+                            key == account and _writable(landed.tx.message, i)
+                            for i, key in enumerate(landed.tx.message.account_keys)
+                        )
+                    ]
+                    fee = max(fee, min(writing, default=0))
+                fees.append((block.slot, fee))
+            return fees
 
     def airdrop(self, to: Pubkey, lamports: int) -> Signature:
         """A transfer from the faucet, so airdrops have signatures, blocks and forks like any transaction."""
@@ -517,8 +556,15 @@ class LocalRpc:
         import base64
 
         message = VersionedTransaction.from_bytes(b"\x00" + base64.b64decode(params[0])).message  # no signatures
-        fee = LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures
-        return _result(rpc.GetFeeForMessageResp(fee, self.context()))
+        return _result(rpc.GetFeeForMessageResp(transaction_fee(message), self.context()))
+
+    @_method("getRecentPrioritizationFees")
+    def get_recent_prioritization_fees(self, params: list[Any]) -> Any:
+        accounts = params[0] if params and isinstance(params[0], list) else []
+        if len(accounts) > 128:
+            raise RpcFailure(-32602, "Too many inputs provided; max 128")
+        fees = self.chain.prioritization_fees([_pubkey(key) for key in accounts])
+        return [{"slot": slot, "prioritizationFee": fee} for slot, fee in fees]
 
     # Accounts ------------------------------------------------------------------------------------
 
