@@ -19,12 +19,14 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import VersionedTransaction
 from spl.token import instructions as spl
 from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
 from roadie.settings import get_settings
+from tests.fixtures.chain import control
 
 T = TypeVar("T")
 DECIMALS = 6
@@ -38,14 +40,14 @@ def run(work: Callable[[AsyncClient], Awaitable[T]]) -> T:
     return asyncio.run(scoped())
 
 
-def send(payer: Keypair, instructions: list[Instruction], *signers: Keypair) -> None:
-    async def go(client: AsyncClient) -> None:
+def send(payer: Keypair, instructions: list[Instruction], *signers: Keypair) -> Signature:
+    async def go(client: AsyncClient) -> Signature:
         blockhash = (await client.get_latest_blockhash(Confirmed)).value.blockhash
         message = Message.new_with_blockhash(instructions, payer.pubkey(), blockhash)
         tx = VersionedTransaction(message, [payer, *signers])
-        await client.send_transaction(tx, opts=TxOpts(preflight_commitment=Confirmed))
+        return (await client.send_transaction(tx, opts=TxOpts(preflight_commitment=Confirmed))).value
 
-    run(go)
+    return run(go)
 
 
 class Token:
@@ -157,6 +159,30 @@ def test_program_accounts_are_filtered_by_data_size_and_memcmp(payer: Keypair) -
 
     assert {keyed.pubkey for keyed in found} == holders
     assert {token.mint, other_token.mint} <= {keyed.pubkey for keyed in mints}
+
+
+def test_a_transactions_meta_carries_its_token_balances_before_and_after(payer: Keypair) -> None:
+    sender, receiver = Keypair(), Keypair()
+    run(lambda c: c.request_airdrop(sender.pubkey(), 10**9))
+    token = Token(payer)
+    source, destination = token.account_of(sender.pubkey(), 3_000_000), token.account_of(receiver.pubkey(), 0)
+    move = spl.transfer(spl.TransferParams(TOKEN_PROGRAM_ID, source, destination, sender.pubkey(), 1_250_000))
+
+    signature = send(sender, [move])
+    control("roadie_advance", 1)
+    landed = run(lambda c: c.get_transaction(signature, commitment=Confirmed)).value
+
+    assert landed is not None
+    meta = landed.transaction.meta
+    assert meta is not None
+    keys = list(landed.transaction.transaction.message.account_keys)  # type: ignore[union-attr]
+
+    def amounts(balances: Any) -> dict[Pubkey, str]:
+        return {keys[b.account_index]: b.ui_token_amount.ui_amount_string for b in balances if b.mint == token.mint}
+
+    assert amounts(meta.pre_token_balances) == {source: "3", destination: "0"}
+    assert amounts(meta.post_token_balances) == {source: "1.75", destination: "1.25"}
+    assert {b.owner for b in meta.post_token_balances or []} == {sender.pubkey(), receiver.pubkey()}
 
 
 @pytest.mark.parametrize(

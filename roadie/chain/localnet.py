@@ -21,7 +21,7 @@ Token and program accounts (``getTokenAccountsByOwner``/``ByDelegate``, ``getTok
 transactions touched (:mod:`roadie.chain.localnet_tokens`). Fees are charged as a cluster charges them
 (:mod:`roadie.chain.fees`: signatures plus priority fee), and ``getRecentPrioritizationFees`` reports them.
 
-Not modelled: websocket subscriptions, token balances in transaction metadata, address lookup tables.
+Not modelled: websocket subscriptions, ``jsonParsed`` instructions, address lookup tables.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from solders.transaction_status import (
     UiInnerInstructions,
     UiLoadedAddresses,
     UiTransactionStatusMeta,
+    UiTransactionTokenBalance,
 )
 from spl.memo.constants import MEMO_PROGRAM_ID
 
@@ -291,6 +292,7 @@ class LocalChain:
                 return signature  # a leader drops what cannot pay its fee
             undo = [(key, self.svm.get_account(key)) for i, key in enumerate(keys) if _writable(message, i)]
             pre = [self.svm.get_balance(key) or 0 for key in keys]
+            pre_tokens = self._token_balances(keys)
             result = self.svm.send_transaction(tx)
             if isinstance(result, FailedTransactionMetadata):
                 executed = cast(Any, result.meta()).signature() == signature
@@ -298,8 +300,8 @@ class LocalChain:
                     for key, account in reversed(undo):
                         self.svm.set_account(key, account or _empty_account())
                     raise _preflight_failure(result.err(), result.meta().logs())
-                return self._land(tx, result.meta(), result.err(), undo, keys, pre)
-            return self._land(tx, result, None, undo, keys, pre)
+                return self._land(tx, result.meta(), result.err(), undo, keys, pre, pre_tokens)
+            return self._land(tx, result, None, undo, keys, pre, pre_tokens)
 
     def _land(
         self,
@@ -309,6 +311,7 @@ class LocalChain:
         undo: list[tuple[Pubkey, Account | None]],
         keys: list[Pubkey],
         pre: list[int],
+        pre_tokens: list[UiTransactionTokenBalance],
     ) -> Signature:
         message = tx.message
         budget = compute_budget(message)
@@ -326,8 +329,8 @@ class LocalChain:
             [self.svm.get_balance(key) or 0 for key in keys],
             inner_instructions=_inner_instructions(result),
             log_messages=result.logs(),
-            pre_token_balances=[],
-            post_token_balances=[],
+            pre_token_balances=pre_tokens,
+            post_token_balances=self._token_balances(keys),
             rewards=[],
             loaded_addresses=UiLoadedAddresses([], []),
             return_data=return_data if return_data.data else None,
@@ -343,6 +346,19 @@ class LocalChain:
             self.by_address.setdefault(key, []).append(landed)
         self.transaction_count += 1
         return landed.signature
+
+    def _token_balances(self, keys: list[Pubkey]) -> list[UiTransactionTokenBalance]:
+        """The token accounts among a transaction's keys, with their amounts, for its meta."""
+        balances = []
+        for index, key in enumerate(keys):
+            account = self.svm.get_account(key)
+            token = None if account is None else tokens.token_account(account)
+            if account is None or token is None:
+                continue
+            mint = tokens.mint(self.svm.get_account(token.mint))
+            amount = tokens.ui_amount(token.amount, mint.decimals if mint else 0)
+            balances.append(UiTransactionTokenBalance(index, token.mint, amount, token.owner, account.owner))
+        return balances
 
     def _charge(self, payer: Pubkey, lamports: int) -> None:
         if lamports:
