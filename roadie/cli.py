@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -159,11 +160,25 @@ def flower(flower_options: tuple[str, ...]) -> None:
     show_default=True,
     help="Fund the platform keypair (creating its file if missing) and create the reward mint and the treasury.",
 )
-def localnet(host: str, port: int | None, slot_ms: int | None, finality_lag: int | None, provision: bool) -> None:
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Keep the chain's state in this file across restarts (default: in memory only).",
+)
+def localnet(
+    host: str, port: int | None, slot_ms: int | None, finality_lag: int | None, provision: bool, state: Path | None
+) -> None:
     """Run the local Solana chain (LiteSVM behind JSON-RPC) until Ctrl-C or SIGTERM."""
     from roadie.chain.localnet import serve
+    from roadie.chain.localnet_state import StateFileError
 
-    sys.exit(serve(host=host, port=port, slot_ms=slot_ms, finality_lag=finality_lag, provision=provision))
+    try:
+        sys.exit(
+            serve(host=host, port=port, slot_ms=slot_ms, finality_lag=finality_lag, provision=provision, state=state)
+        )
+    except StateFileError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("chain-setup")

@@ -95,7 +95,8 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
     return commands
 
 
-#: Embedded servers that cannot simply be started again: the local chain keeps its state in memory only.
+#: Embedded servers not restarted behind the workers' backs: a local chain that died lost its last seconds
+#: (it writes its state every two seconds), which the workers' journal may already count on.
 NOT_RESTARTED = frozenset({"localnet"})
 
 
@@ -196,7 +197,8 @@ class Platform:
             print(f"embedded Redis on 127.0.0.1:{broker.port} (data in {broker.data_dir})")
         if embedded_chain_wanted(self.settings):
             self.processes["localnet"] = start_embedded_chain(self.settings, self.env)
-            print(f"embedded local Solana chain on {self.settings.solana_rpc_url} (state in memory only)")
+            state = self.settings.home.resolve() / "localnet"
+            print(f"embedded local Solana chain on {self.settings.solana_rpc_url} (state in {state})")
         ipfs_addr = self.settings.ipfs_api_addr
         if ipfs_addr == Settings.model_fields["ipfs_api_addr"].default and not answers(ipfs_addr):
             ipfs = LocalIpfsNode.serving(ipfs_addr, home / "ipfs" / "repo")

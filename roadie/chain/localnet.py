@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, cast
 
 import based58
@@ -82,6 +83,8 @@ FAUCET_LAMPORTS = 10**18
 MEMO_PROGRAMS = {MEMO_PROGRAM_ID, MEMO_V1_PROGRAM_ID}
 VERSION = "2.1.0"
 COMMITMENTS = ("processed", "confirmed", "finalized")
+#: How often a chain with a state file writes it (and at shutdown).
+SAVE_EVERY_S = 2.0
 
 
 class RpcFailure(Exception):  # noqa: N818 - named after what it is, a JSON-RPC failure
@@ -167,7 +170,7 @@ class LocalChain:
         self.transaction_count = 0
         self.faucet = Keypair()
         self.svm.set_account(self.faucet.pubkey(), Account(FAUCET_LAMPORTS, b"", SYSTEM_PROGRAM_ID))
-        self._sync_clock()
+        self.sync_clock()
 
     # --- slots and blocks ------------------------------------------------------------------------
 
@@ -175,7 +178,7 @@ class LocalChain:
     def head(self) -> Block:
         return self.blocks[-1]
 
-    def _sync_clock(self) -> None:
+    def sync_clock(self) -> None:
         clock = self.svm.get_clock()
         clock.slot = self.open_slot
         clock.unix_timestamp = self._time(self.open_slot)
@@ -207,7 +210,7 @@ class LocalChain:
                 candidate = self.blocks[-1 - self.finality_lag]
                 if candidate.slot > self.finalized.slot:
                     self.finalized = candidate
-            self._sync_clock()
+            self.sync_clock()
             return block
 
     def advance(self, blocks: int = 1) -> int:
@@ -222,7 +225,7 @@ class LocalChain:
             self.open_slot += slots
             for landed in self.open_txs:
                 landed.slot = self.open_slot
-            self._sync_clock()
+            self.sync_clock()
             return self.open_slot
 
     def orphan(self, blocks: int) -> list[str]:
@@ -963,13 +966,28 @@ class Localnet:
     finality_lag: int = 2
     chain: LocalChain = field(init=False)
     api: LocalRpc = field(init=False)
+    #: Where the chain's state is kept across restarts (None: in memory only).
+    state_path: Path | None = None
     _server: _Server | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.chain = LocalChain(finality_lag=self.finality_lag)
+        from roadie.chain import localnet_state
+
+        if self.state_path is not None and self.state_path.exists():
+            self.chain = localnet_state.load(self.state_path, finality_lag=self.finality_lag)
+            log.info("localnet.restored", extra={"path": str(self.state_path), "slot": self.chain.head.slot})
+        else:
+            self.chain = LocalChain(finality_lag=self.finality_lag)
         self.api = LocalRpc(self.chain)
+
+    def save(self) -> None:
+        """Write the state to ``state_path``, if it has one."""
+        from roadie.chain import localnet_state
+
+        if self.state_path is not None:
+            localnet_state.save(self.chain, self.state_path)
 
     @property
     def url(self) -> str:
@@ -989,9 +1007,13 @@ class Localnet:
         return self
 
     def _produce(self) -> None:
+        saved = time.monotonic()
         while not self.stopping.wait(self.slot_ms / 1000):
             if not self.api.paused.is_set():
                 self.chain.close_block()
+            if time.monotonic() - saved >= SAVE_EVERY_S:
+                self.save()
+                saved = time.monotonic()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -1000,6 +1022,7 @@ class Localnet:
             self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
+        self.save()
 
 
 @contextmanager
@@ -1011,7 +1034,9 @@ def running_localnet(**options: Any) -> Iterator[Localnet]:
         localnet.stop()
 
 
-def serve(*, host: str, port: int | None, slot_ms: int | None, finality_lag: int | None, provision: bool) -> int:
+def serve(
+    *, host: str, port: int | None, slot_ms: int | None, finality_lag: int | None, provision: bool, state: Path | None
+) -> int:
     """``roadie localnet``: serve until SIGINT/SIGTERM; provisions the platform's accounts first if asked."""
     import asyncio
     import signal
@@ -1026,6 +1051,7 @@ def serve(*, host: str, port: int | None, slot_ms: int | None, finality_lag: int
         port=port if port is not None else urlsplit(settings.solana_rpc_url).port or 8899,
         slot_ms=settings.localnet_slot_ms if slot_ms is None else slot_ms,
         finality_lag=settings.localnet_finality_lag if finality_lag is None else finality_lag,
+        state_path=state,
     ).start()
     signal.signal(signal.SIGTERM, lambda *_: localnet.stopping.set())
     try:
@@ -1067,7 +1093,9 @@ def start_embedded_chain(settings: Settings, env: dict[str, str], timeout_s: flo
 
     logs = settings.home.resolve() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    process = ProcessGroup("localnet", [sys.executable, "-m", "roadie.cli", "localnet"], logs / "localnet.log", env=env)
+    state = settings.home.resolve() / "localnet" / "state.json"
+    command = [sys.executable, "-m", "roadie.cli", "localnet", "--state", str(state)]
+    process = ProcessGroup("localnet", command, logs / "localnet.log", env=env)
     process.start()
     deadline = time.monotonic() + timeout_s
     while "local Solana chain on" not in process.log():
