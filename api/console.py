@@ -100,7 +100,7 @@ templates.env.globals["path_for"] = _path_for
 templates.env.filters["when"] = _when
 templates.env.filters["duration"] = _duration
 templates.env.globals["waveform_size"] = (pictures.WAVEFORM_WIDTH, pictures.WAVEFORM_HEIGHT)
-templates.env.globals["chart_size"] = (pictures.CHART_WIDTH, pictures.CHART_HEIGHT, pictures.CHART_LEFT)
+templates.env.globals["chart_size"] = (pictures.CHART_HEIGHT, pictures.CHART_LEFT, pictures.CHART_TOP)
 
 
 class CsrfError(Exception):

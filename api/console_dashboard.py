@@ -9,19 +9,24 @@ beside the charts (a retrying job counts here from its failed attempt, there onl
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.console_pictures import Chart, Drawing, lines, stacked_bars
+from api.console_pictures import WIDE, Chart, Drawing, lines, stacked_bars
 from api.telemetry import ledger_metrics
 from models.platform import ATTEMPT_OUTCOMES
 from roadie.jobs.types import QUEUES
 
+log = logging.getLogger(__name__)
+
 MINUTES = 60
+CHARTS_TIMEOUT_S = 10  # the charts read every job of the last hour; a ledger too big for that gets a page without
 #: Attempts that ended in each of the last 60 minutes (bucket 0: the minute up to now), by outcome.
 OUTCOMES_PER_MINUTE = text(
     """
@@ -68,9 +73,7 @@ QUEUE_HISTORY = text(
 
 @dataclass(frozen=True)
 class Dashboard:
-    outcomes: Drawing
-    depth: Drawing
-    oldest: Drawing
+    charts: tuple[Drawing, Drawing, Drawing] | None  # outcomes, depth, longest wait; None when the ledger was too slow
     now: dict[str, tuple[int, float]]  # queue -> (waiting jobs, oldest wait in seconds), from the gauges
 
 
@@ -87,9 +90,7 @@ def _gauges(families: list[Metric]) -> dict[str, tuple[int, float]]:
     }
 
 
-async def dashboard(session: AsyncSession) -> Dashboard:
-    """The three charts of the last hour and the queues now."""
-    await session.execute(text("SET LOCAL statement_timeout = '10s'"))
+async def _charts(session: AsyncSession) -> tuple[Drawing, Drawing, Drawing]:
     outcomes = {outcome: [0.0] * MINUTES for outcome in ATTEMPT_OUTCOMES if outcome != "running"}
     for ago, outcome, count in await session.execute(OUTCOMES_PER_MINUTE):
         if 0 <= ago < MINUTES and outcome in outcomes:
@@ -100,9 +101,20 @@ async def dashboard(session: AsyncSession) -> Dashboard:
         depth.setdefault(queue, [0.0] * (MINUTES + 1))[MINUTES - ago] = float(count)
         oldest.setdefault(queue, [0.0] * (MINUTES + 1))[MINUTES - ago] = float(longest or 0)
     hour = ("an hour ago", "now")
-    return Dashboard(
-        outcomes=stacked_bars(Chart("Attempts ended per minute, by outcome", "attempts / min", hour, outcomes)),
-        depth=lines(Chart("Jobs waiting to run, by queue", "jobs", hour, depth)),
-        oldest=lines(Chart("Longest wait in each queue", "seconds", hour, oldest)),
-        now=_gauges(await ledger_metrics()),
+    return (
+        stacked_bars(Chart("Attempts ended per minute, by outcome", "attempts / min", hour, outcomes, WIDE)),
+        lines(Chart("Jobs waiting to run, by queue", "jobs", hour, depth)),
+        lines(Chart("Longest wait in each queue", "seconds", hour, oldest)),
     )
+
+
+async def dashboard(session: AsyncSession) -> Dashboard:
+    """The three charts of the last hour (if the ledger answers within the time limit) and the queues now."""
+    charts = None
+    try:
+        async with session.begin_nested():  # a cancelled query rolls back to here, and the page goes on
+            await session.execute(text(f"SET LOCAL statement_timeout = '{CHARTS_TIMEOUT_S}s'"))
+            charts = await _charts(session)
+    except DBAPIError:
+        log.warning("console.dashboard_charts_unavailable", exc_info=True)
+    return Dashboard(charts=charts, now=_gauges(await ledger_metrics()))

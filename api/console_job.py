@@ -77,6 +77,9 @@ def pipeline(job: Job, now: dt.datetime) -> list[list[dict[str, Any]]] | None:
             "after": stage.after,
             "status": child.status if child is not None else seen.get("status", "pending"),
             "reason": seen.get("reason"),
+            "job_id": None,
+            "seconds": None,
+            "error_code": None,
         }
         if child is not None:
             box |= {

@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 WAVEFORM_WIDTH, WAVEFORM_HEIGHT = 1000, 120
-CHART_WIDTH, CHART_HEIGHT = 720, 180
-CHART_LEFT, CHART_BOTTOM = 48, 22  # room for the y-axis labels and the x-axis labels
-PLOT_WIDTH, PLOT_HEIGHT = CHART_WIDTH - CHART_LEFT, CHART_HEIGHT - CHART_BOTTOM
+#: SVG user units: a chart is drawn about as wide as it is shown (wide: the page; narrow: half), so text keeps its size.
+WIDE, NARROW, CHART_HEIGHT = 1080, 520, 200
+CHART_LEFT, CHART_TOP, CHART_BOTTOM = 44, 18, 22  # room for the y-axis labels, the unit and the x-axis labels
+PLOT_HEIGHT = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
 #: One colour per series name; others take the palette in turn.
 COLOURS = {
     "succeeded": "#1e7b34",
@@ -50,6 +51,7 @@ class Chart:
     unit: str
     x_labels: tuple[str, str]
     series: Mapping[str, Sequence[float]]
+    width: int = NARROW
 
 
 @dataclass
@@ -67,10 +69,15 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
 
 
+def _y(share: float) -> float:
+    """Where a share of the y axis's range (0 at the bottom, 1 at the top) is drawn."""
+    return CHART_TOP + PLOT_HEIGHT * (1 - share)
+
+
 def _drawing(chart: Chart, largest: float) -> tuple[Drawing, float]:
     """The frame of a chart whose y axis runs to ``largest`` (at least 1, so an empty chart has a scale)."""
     top = max(largest, 1.0)
-    ticks = [(PLOT_HEIGHT - PLOT_HEIGHT * share, _number(top * share)) for share in (0.0, 0.5, 1.0)]
+    ticks = [(_y(share), _number(top * share)) for share in (0.0, 0.5, 1.0)]
     legend = [(name, colour(name, index)) for index, name in enumerate(chart.series)]
     return Drawing(chart, ticks, legend), top
 
@@ -80,7 +87,7 @@ def stacked_bars(chart: Chart) -> Drawing:
     count = max((len(values) for values in chart.series.values()), default=0)
     totals = [sum(values[i] for values in chart.series.values()) for i in range(count)]
     drawing, top = _drawing(chart, max(totals, default=0))
-    width = PLOT_WIDTH / max(count, 1)
+    width = (chart.width - CHART_LEFT) / max(count, 1)
     for i in range(count):
         base = 0.0
         for (name, values), (_, fill) in zip(chart.series.items(), drawing.legend, strict=True):
@@ -91,7 +98,7 @@ def stacked_bars(chart: Chart) -> Drawing:
             drawing.rects.append(
                 {
                     "x": f"{CHART_LEFT + i * width + 1:.1f}",
-                    "y": f"{PLOT_HEIGHT - base:.1f}",
+                    "y": f"{CHART_TOP + PLOT_HEIGHT - base:.1f}",
                     "width": f"{max(width - 2, 1):.1f}",
                     "height": f"{height:.1f}",
                     "fill": fill,
@@ -105,10 +112,8 @@ def lines(chart: Chart) -> Drawing:
     """One polyline per series; its tooltip names the series and its latest value."""
     drawing, top = _drawing(chart, max((max(values, default=0) for values in chart.series.values()), default=0))
     for (name, values), (_, stroke) in zip(chart.series.items(), drawing.legend, strict=True):
-        step = PLOT_WIDTH / max(len(values) - 1, 1)
-        points = " ".join(
-            f"{CHART_LEFT + i * step:.1f},{PLOT_HEIGHT - PLOT_HEIGHT * v / top:.1f}" for i, v in enumerate(values)
-        )
+        step = (chart.width - CHART_LEFT) / max(len(values) - 1, 1)
+        points = " ".join(f"{CHART_LEFT + i * step:.1f},{_y(v / top):.1f}" for i, v in enumerate(values))
         latest = _number(values[-1]) if values else "—"
         drawing.lines.append({"points": points, "stroke": stroke, "title": f"{name}: {latest} now"})
     return drawing
