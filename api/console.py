@@ -13,11 +13,10 @@ one is recorded as a ``rerun`` job event with the operator's client name.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -36,6 +35,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
+from api import console_dashboard, console_job
+from api import console_pictures as pictures
 from api.errors import validation_fields
 from models.platform import ApiClient, ConsoleSession, Job, JobStatus
 from roadie.auth import authenticate, hash_key
@@ -84,13 +85,22 @@ def _when(value: dt.datetime | str | None) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+def _duration(seconds: float | None) -> str:
+    """A stage's run time, short: ``850 ms``, ``12.4 s``, ``3 min 05 s``; a dash when it has not started."""
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 templates.env.globals["path_for"] = _path_for
 templates.env.filters["when"] = _when
-templates.env.filters["pretty_json"] = _pretty_json
+templates.env.filters["duration"] = _duration
+templates.env.globals["waveform_size"] = (pictures.WAVEFORM_WIDTH, pictures.WAVEFORM_HEIGHT)
+templates.env.globals["chart_size"] = (pictures.CHART_HEIGHT, pictures.CHART_LEFT, pictures.CHART_TOP)
 
 
 class CsrfError(Exception):
@@ -343,9 +353,14 @@ async def job_page(request: Request) -> Response:
             return _to_login(request)
         job = await intake.find_job(session, job_id, operator)
         owner = await session.get(ApiClient, job.client_id) if job.client_id else None
+        track_id = console_job.track_id_of(job)
+        current, previous = console_job.attempts_now(job)
+        view = intake.job_view(job, admin=True)
         context = {
             "operator": operator,
-            "job": intake.job_view(job, admin=True),
+            "job": view,
+            "payload": console_job.raw_json(job.payload),
+            "result": console_job.raw_json(job.result),
             "events": [
                 {"kind": e.kind, "actor": e.actor, "attempt": e.attempt, "at": e.created_at, "detail": e.detail}
                 for e in job.events
@@ -353,6 +368,10 @@ async def job_page(request: Request) -> Response:
             "owner": owner.name if owner else None,
             "finished": job.status in JobStatus.finished(),
             "active": job.status in ACTIVE_STATUSES,
+            "pipeline": console_job.pipeline(job, dt.datetime.now(dt.UTC)),
+            "track": await console_job.track_panel(session, track_id) if track_id else None,
+            "current_attempt": current,
+            "previous_attempt": previous,
         }
     return _render(request, "job.html", context)
 
@@ -381,14 +400,34 @@ async def retry_one(request: Request) -> Response:
     return _redirect(target)
 
 
-async def payout_holds_page(request: Request) -> Response:
-    """Balances owed but not paid because the owner's wallet cannot receive."""
+async def _read_only_page(
+    request: Request, name: str, load: Callable[[AsyncSession], Awaitable[dict[str, Any]]]
+) -> Response:
+    """A page that only reads: the signed-in operator and what ``load`` finds, or the login page."""
     async with async_transaction() as session:
         operator = await _operator(session, request)
         if operator is None:
             return _to_login(request)
-        holds = await payouts.held(session)
-    return _render(request, "payout_holds.html", {"operator": operator, "holds": holds})
+        context = await load(session)
+    return _render(request, name, {"operator": operator, **context})
+
+
+async def payout_holds_page(request: Request) -> Response:
+    """Balances owed but not paid because the owner's wallet cannot receive."""
+
+    async def load(session: AsyncSession) -> dict[str, Any]:
+        return {"holds": await payouts.held(session)}
+
+    return await _read_only_page(request, "payout_holds.html", load)
+
+
+async def dashboard_page(request: Request) -> Response:
+    """The last hour of the ledger as charts, and the queues now."""
+
+    async def load(session: AsyncSession) -> dict[str, Any]:
+        return {"board": await console_dashboard.dashboard(session)}
+
+    return await _read_only_page(request, "dashboard.html", load)
 
 
 async def on_csrf_refused(request: Request, exc: Exception) -> Response:
@@ -434,6 +473,7 @@ def create_console() -> Starlette:
             Route("/jobs/{job_id}", job_page, name="console.job"),
             Route("/jobs/{job_id}/retry", retry_one, name="console.retry_one", methods=["POST"]),
             Route("/payout-holds", payout_holds_page, name="console.payout_holds"),
+            Route("/dashboard", dashboard_page, name="console.dashboard"),
         ],
         middleware=[
             Middleware(

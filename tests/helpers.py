@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+#: Where the browser tests leave a screenshot of every console page they visit (CI keeps it; git ignores it).
+SCREENSHOTS = Path(__file__).resolve().parent.parent / ".roadie" / "screenshots"
+MAX_PAGE_HEIGHT_PX = 4000  # a few screens: longer lists scroll inside their own box, large JSON is collapsed
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
 
 
 def wait_for_job(client: httpx.Client, job_id: str, statuses: set[str] | str, timeout: float = 30) -> dict[str, Any]:
@@ -44,3 +61,32 @@ def metric_value(samples: Samples, name: str, **labels: str) -> float:
     key = (name, frozenset(labels.items()))
     assert key in samples, f"no {name}{labels}; have {sorted(k for k, _ in samples if k.startswith(name[:12]))}"
     return samples[key]
+
+
+@contextmanager
+def chromium_page() -> Iterator[Page]:
+    """A page in the system's headless Chromium (Debian's ``chromium``), driven by Playwright."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/services.sh installs it")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(15_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """The whole page as ``SCREENSHOTS/<name>.png``, after checking it is no taller than a few screens."""
+    height = page.evaluate("document.body.scrollHeight")
+    path = SCREENSHOTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=path, full_page=True)
+    assert height <= MAX_PAGE_HEIGHT_PX, f"{name} is {height} px tall (screenshot: {path})"
+    return path

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime as dt
 import hashlib
 import json
-import os
 import re
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from starlette.routing import Route
 
-from models.platform import ApiClient, ConsoleSession
-from roadie.db import transaction
+from api.console import create_console
+from api.console_dashboard import Dashboard, dashboard
+from models.platform import ApiClient, ConsoleSession, Job, JobAttempt
+from roadie.db import async_transaction, transaction
 from tests.conftest import create_key
-from tests.helpers import submit, wait_for_job
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+from tests.helpers import chromium_page, screenshot, submit, wait_for_job
 
 
 def csrf_token(html: str) -> str:
@@ -143,74 +142,88 @@ def test_revoking_the_key_or_the_session_expiring_ends_the_session_at_once(api_u
         assert refused.headers["location"] == "/admin/login"
 
 
-def test_a_post_without_the_csrf_token_is_refused(api_url: str) -> None:
-    key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
-    job_id = uuid.uuid4()
+#: Form fields besides the CSRF token that make each console form do its work; a new form needs a line here.
+FORM_FIELDS: dict[str, Callable[[str], dict[str, str]]] = {
+    "console.login_submit": lambda key: {"key": key},
+    "console.logout": lambda key: {},
+    "console.retry_matching": lambda key: {"error_code": "echo_permanent"},
+    "console.retry_one": lambda key: {},
+}
 
-    with console(api_url) as http:
-        login_without_token = http.post("/admin/login", data={"key": key})
-        assert sign_in(http, key).status_code == 303
-        token = csrf_token(http.get("/admin/").text)
-        missing = http.post(f"/admin/jobs/{job_id}/retry", data={})
-        wrong = http.post(f"/admin/jobs/{job_id}/retry", data={"csrf_token": "x" * 43})
-        bulk = http.post("/admin/jobs/retry", data={"error_code": "echo_permanent"})
-        logout = http.post("/admin/logout", data={})
-        with_token = http.post(f"/admin/jobs/{job_id}/retry", data={"csrf_token": token})
 
-    assert login_without_token.status_code == 403
-    for refused in (missing, wrong, bulk, logout):
-        assert refused.status_code == 403
-        assert "Form refused" in refused.text
-    assert with_token.status_code == 404  # past the CSRF check: the job does not exist
+def console_forms() -> list[Route]:
+    """Every route of the console that takes a POST, from its router: a form added later is tested too."""
+    routes = [
+        route for route in create_console().routes if isinstance(route, Route) and "POST" in (route.methods or ())
+    ]
+    assert {route.name for route in routes} == set(FORM_FIELDS), "a console form without a CSRF test case"
+    return routes
 
 
 @pytest.mark.usefixtures("worker")
-def test_an_operator_retries_a_failed_job_from_the_browser(api_url: str, client: httpx.Client, tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/services.sh installs it")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+def test_every_console_form_refuses_a_post_without_the_sessions_csrf_token(api_url: str, client: httpx.Client) -> None:
+    failed = wait_for_job(client, submit(client, {"fail": "permanent", "fail_times": 1})["id"], "failed")["id"]
+    params = {"job_id": failed}
 
+    for route in console_forms():
+        key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
+        url = route.url_path_for(route.name, **{name: params[name] for name in route.param_convertors})
+        fields = FORM_FIELDS[route.name](key)
+        with console(api_url) as stranger:
+            foreign = csrf_token(stranger.get("/admin/login").text)  # valid, but another browser's session
+        with console(api_url) as http:
+            if route.name == "console.login_submit":
+                token = csrf_token(http.get("/admin/login").text)
+            else:
+                assert sign_in(http, key).status_code == 303
+                token = csrf_token(http.get("/admin/").text)
+            missing = http.post(f"/admin{url}", data=fields)
+            wrong = http.post(f"/admin{url}", data=fields | {"csrf_token": "x" * len(token)})
+            other_session = http.post(f"/admin{url}", data=fields | {"csrf_token": foreign})
+            right = http.post(f"/admin{url}", data=fields | {"csrf_token": token})
+
+        for refused in (missing, wrong, other_session):
+            assert refused.status_code == 403, (route.name, refused.text)
+            assert "Form refused" in refused.text
+        assert right.status_code == 303, (route.name, right.text)
+    assert client.get(f"/v1/jobs/{failed}").json()["reruns"], "the re-run forms did their work"
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_operator_retries_a_failed_job_from_the_browser(api_url: str, client: httpx.Client) -> None:
     job_id = wait_for_job(client, submit(client, {"fail": "permanent", "fail_times": 1})["id"], "failed")["id"]
     operator = f"ops-{uuid.uuid4().hex[:6]}"
     key = create_key(operator, ["admin"])
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(15_000)
-        try:
-            page.goto(f"{api_url}/admin")
-            assert page.url.endswith("/admin/login")
-            page.fill("input[name=key]", key)
-            page.click("button:has-text('Sign in')")
-            page.wait_for_url(re.compile(r"/admin/$"))
-            assert operator in page.inner_text("header")
+    with chromium_page() as page:
+        page.goto(f"{api_url}/admin")
+        assert page.url.endswith("/admin/login")
+        page.fill("input[name=key]", key)
+        page.click("button:has-text('Sign in')")
+        page.wait_for_url(re.compile(r"/admin/$"))
+        assert operator in page.inner_text("header")
 
-            page.fill("input[name=error_code]", "echo_permanent")
-            page.click("button:has-text('Filter')")
-            page.wait_for_url(re.compile(r"error_code=echo_permanent"))
-            assert "1 matching job" in page.inner_text("main")
-            page.click(f"a[href='/admin/jobs/{job_id}']")
-            page.wait_for_url(re.compile(rf"/admin/jobs/{job_id}$"))
-            assert page.inner_text("#job-status") == "failed"
-            assert '"fail": "permanent"' in page.inner_text("#payload")
-            assert "PermanentError" in page.inner_text("pre.traceback")
+        page.fill("input[name=error_code]", "echo_permanent")
+        page.click("button:has-text('Filter')")
+        page.wait_for_url(re.compile(r"error_code=echo_permanent"))
+        assert "1 matching job" in page.inner_text("main")
+        page.click(f"a[href='/admin/jobs/{job_id}']")
+        page.wait_for_url(re.compile(rf"/admin/jobs/{job_id}$"))
+        assert page.inner_text("#job-status") == "failed"
+        assert '"fail": "permanent"' in page.inner_text("#payload")
+        assert "PermanentError" in (page.text_content("pre.traceback") or "")
 
-            page.click("button:has-text('Retry this job')")
-            page.wait_for_url(re.compile(rf"/admin/jobs/{job_id}$"))
-            assert f"Re-run queued by {operator}" in page.inner_text("[role=status]")
-            deadline = time.monotonic() + 30
-            while page.inner_text("#job-status") != "succeeded" and time.monotonic() < deadline:
-                time.sleep(0.3)
-                page.reload()
-            page.screenshot(path=tmp_path / "job.png", full_page=True)
-            assert page.inner_text("#job-status") == "succeeded"
-            assert page.inner_text("#reruns .rerun-by") == operator
-            assert page.locator("#attempts tbody tr").count() == 2
-        finally:
-            browser.close()
+        page.click("button:has-text('Retry this job')")
+        page.wait_for_url(re.compile(rf"/admin/jobs/{job_id}$"))
+        assert f"Re-run queued by {operator}" in page.inner_text("[role=status]")
+        deadline = time.monotonic() + 30
+        while page.inner_text("#job-status") != "succeeded" and time.monotonic() < deadline:
+            time.sleep(0.3)
+            page.reload()
+        screenshot(page, "job-rerun")
+        assert page.inner_text("#job-status") == "succeeded"
+        assert page.inner_text("#reruns .rerun-by") == operator
+        assert page.locator("#attempts tbody tr").count() == 2
 
     job = client.get(f"/v1/jobs/{job_id}").json()
     (rerun,) = job["reruns"]
@@ -294,3 +307,45 @@ def test_retry_all_matching_and_forced_retries_are_recorded_under_the_operator(
     job = wait_for_job(client, done, "succeeded")
     (rerun,) = job["reruns"]
     assert (rerun["by"], rerun["forced"]) == (operator, True)
+
+
+def test_the_dashboard_rebuilds_each_queues_last_hour_from_the_ledger() -> None:
+    queue = f"test-{uuid.uuid4().hex[:6]}"  # no worker consumes it: its jobs stay where they are put
+
+    def minutes_ago(n: int) -> Any:
+        return func.now() - dt.timedelta(minutes=n)
+
+    with transaction() as db:
+        still_queued = Job(type="platform.echo", queue=queue, payload={}, max_attempts=1, created_at=minutes_ago(5))
+        ran = Job(
+            type="platform.echo", queue=queue, payload={}, max_attempts=1, status="succeeded", attempts=1,
+            run_attempts=1, created_at=minutes_ago(20), started_at=minutes_ago(8), finished_at=minutes_ago(7),
+        )  # fmt: skip
+        db.add_all([still_queued, ran])
+        db.flush()
+        db.add(
+            JobAttempt(
+                job_id=ran.id, number=1, lease_id=uuid.uuid4(), worker="w@test", outcome="succeeded",
+                started_at=minutes_ago(8), finished_at=minutes_ago(7),
+            )
+        )  # fmt: skip
+
+    async def read() -> Dashboard:
+        async with async_transaction() as session:
+            return await dashboard(session)
+
+    board = asyncio.run(read())
+    assert board.charts is not None
+    outcomes, depth, oldest = (drawing.chart.series for drawing in board.charts)
+
+    def at(ago: int) -> int:
+        """The index of the sample taken ``ago`` minutes before now."""
+        return 60 - ago
+
+    assert outcomes["succeeded"][59 - 7] == 1
+    assert sum(map(sum, outcomes.values())) == 1
+    assert [depth[queue][at(ago)] for ago in (0, 4, 6, 10, 15, 25)] == [1, 1, 0, 1, 1, 0]
+    assert oldest[queue][at(0)] == pytest.approx(300, abs=10)
+    assert oldest[queue][at(10)] == pytest.approx(600, abs=10)
+    assert oldest[queue][at(15)] == pytest.approx(300, abs=10)
+    assert set(board.now) >= {"media", "default"}  # the gauges know only the platform's queues
