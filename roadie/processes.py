@@ -46,8 +46,8 @@ class Pool:
     def command(self, *, node: str | None = None, app: str = CELERY_APP) -> list[str]:
         """A worker of this pool. ``node`` (default ``<queue>@%h``) and ``app`` are for tests and benchmarks.
 
-        Prefetch 1: a process holds at most the job it runs. No gossip or mingle: workers need
-        nothing from each other, and both cost every worker traffic per other worker.
+        Prefetch 1: a process holds at most the job it runs. No gossip or mingle: a worker needs
+        nothing from the others, and both add broker traffic that grows with their number.
         """
         command = python_m("celery", "-A", app, "worker", "-Q", self.queue, "-n", node or f"{self.queue}@%h")
         command += ["--concurrency", str(self.concurrency), "--prefetch-multiplier", "1"]
