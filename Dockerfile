@@ -40,4 +40,4 @@ ENV PATH=/opt/roadie/bin:$PATH \
     ROADIE_HOME=/var/lib/roadie
 USER 10001:10001
 EXPOSE 8000 5555
-CMD ["roadie", "api", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["roadie", "api", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]

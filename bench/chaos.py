@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +51,7 @@ from bench.common import (
     wait_until,
 )
 from roadie.chain.localnet import start_embedded_chain
+from roadie.processes import POOLS, beat_command
 from roadie.settings import get_settings
 
 #: Fast beats, reaping and re-sending, so each fault is recovered from in seconds; many deliveries
@@ -296,11 +297,8 @@ def _via(url: str, host: str, port: int) -> str:
 
 
 def worker_command(name: str, queue: str) -> list[str]:
-    from roadie.supervisor import worker_command as pool_command
-
-    command = pool_command(queue, 1)
-    command[command.index("-n") + 1] = f"{name}@%h"
-    return command
+    """A worker of pool ``queue`` with one process, named ``name`` (two run on ``default``)."""
+    return replace(POOLS[queue], concurrency=1).command(node=f"{name}@%h")
 
 
 @dataclass
@@ -319,8 +317,6 @@ class Platform:
             ("worker-chain", "chain"),
         ):
             self.bench.start(name, worker_command(name, queue))
-        from roadie.supervisor import beat_command
-
         for n in (1, 2):
             self.bench.start(f"beat-{n}", beat_command(self.bench.log_dir / f"beat-{n}-schedule"))
         if space is not None:

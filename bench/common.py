@@ -28,7 +28,7 @@ import psutil
 import psycopg
 import redis
 
-from roadie.processes import ProcessGroup
+from roadie.processes import POOLS, ProcessGroup, migrate_command, relay_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ROADIE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -81,7 +81,7 @@ def scratch_database() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
     try:
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], check=True, cwd=ROOT)
+        subprocess.run(migrate_command(), check=True, cwd=ROOT)
         yield DATABASE_URL
     finally:
         from roadie.db import dispose_engines
@@ -240,10 +240,10 @@ class Bench:
             process.stop()
         self.processes.clear()
 
-    # The platform's processes, started the way tests/conftest.py and roadie.supervisor do.
+    # The platform's processes, with the command lines of roadie.processes that roadie up and compose run.
 
     def relay(self) -> Process:
-        return self.start("relay", [sys.executable, "-m", "roadie.cli", "relay"])
+        return self.start("relay", relay_command())
 
     def uvicorn(self, name: str, app: str, port: int, workers: int = 1) -> Process:
         """uvicorn with ``workers`` worker processes; identical flags for Roadie and the baseline."""
@@ -254,12 +254,8 @@ class Bench:
         return self.start(name, command)
 
     def celery_worker(self, name: str, app: str) -> Process:
-        """ONE worker on ``default``: concurrency 2, prefetch 1; identical flags for both sides."""
-        command = [
-            sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "default", "-n", f"{name}@%h",
-            "--concurrency", "2", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
-        return self.start(name, command)
+        """ONE worker of the ``default`` pool as production runs it, with ``app``; identical flags for both sides."""
+        return self.start(name, POOLS["default"].command(node=f"{name}@%h", app=app))
 
 
 def wait_until(

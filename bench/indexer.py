@@ -30,6 +30,7 @@ from solana.rpc.commitment import Confirmed, Finalized
 from solders.signature import Signature
 
 from bench.common import Bench, Row, database_connection, free_port, print_table, run_main, sql_count, wait_until
+from roadie.processes import POOLS
 
 POLL_S = 0.02
 TIMEOUT_S = 300.0
@@ -111,11 +112,7 @@ async def _raw_fetch(concurrency: int) -> Side:
 def _indexer(bench: Bench, expected: int) -> Side:
     from workers.app import app
 
-    worker = bench.start(
-        "indexer",
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "indexer", "-n", "indexer@%h",
-         "--concurrency", "1", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle"],
-    )  # fmt: skip
+    worker = bench.start("indexer", POOLS["indexer"].command())
     wait_until(lambda: bool(app.control.ping(["indexer@" + os.uname().nodename], timeout=0.5)), timeout=60,
                what="the indexer worker", process=worker)  # fmt: skip
     with database_connection() as connection:

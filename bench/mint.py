@@ -25,9 +25,11 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from bench.common import Bench, Row, free_port, print_table, run_main, sql_scalar, wait_port, wait_until
+from roadie.processes import POOLS
 
 SUCCEEDED = "SELECT count(*) FROM jobs WHERE type = 'nft.mint' AND status = 'succeeded'"
 FAILED = "SELECT count(*) FROM jobs WHERE type = 'nft.mint' AND status = 'failed'"
@@ -79,7 +81,7 @@ def enqueue(track_ids: list[uuid.UUID]) -> None:
 def run_roadie(bench: Bench, mints: int, workers: int) -> float:
     before = sql_scalar(SUCCEEDED)
     enqueue(make_tracks(mints))
-    started = [bench.start(f"chain-{workers}-{n}", worker_command()) for n in range(workers)]
+    started = [bench.start(f"chain-{workers}-{n}", chain_worker()) for n in range(workers)]
     time.sleep(8)  # let the workers start; the relay (and the clock) starts after
     t0 = time.perf_counter()
     relay = bench.relay()
@@ -98,12 +100,9 @@ def run_roadie(bench: Bench, mints: int, workers: int) -> float:
     return mints / elapsed
 
 
-def worker_command() -> list[str]:
-    return [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "chain",
-        "-n", f"{uuid.uuid4().hex[:8]}@%h", "--concurrency", "1", "--prefetch-multiplier", "1",
-        "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+def chain_worker() -> list[str]:
+    """A ``chain`` pool worker with ONE process: the benchmark counts processes by counting workers."""
+    return replace(POOLS["chain"], concurrency=1).command(node=f"{uuid.uuid4().hex[:8]}@%h")
 
 
 def run_baseline(mints: int) -> float:

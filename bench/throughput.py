@@ -2,8 +2,9 @@
 
     python -m bench.throughput [--jobs 2000]
 
-Both sides use the same method and the same worker flags (ONE worker on ``default``,
-``--concurrency 2 --prefetch-multiplier 1 --without-gossip --without-mingle``, late acks):
+Both sides use the same method and the same worker flags (ONE worker of the ``default`` pool as
+``roadie.processes.POOLS`` defines it: ``--concurrency 2 --prefetch-multiplier 1 --without-gossip
+--without-mingle --max-memory-per-child 400000``, late acks):
 
 1. start the worker with an empty queue, wait until it answers a ``ping`` (start-up is excluded),
    then tell it to stop consuming ``default`` (remote control ``cancel_consumer``);

@@ -1,6 +1,12 @@
-"""A subprocess that leads its own process group, so one signal reaches a Celery worker and its pool.
+"""The platform's process set, defined once, and the process groups that run it.
 
-``roadie up``, the test fixtures and the benchmarks all start and stop platform processes with it.
+:func:`process_set` is the table of every long-running process (name -> command line) and
+:data:`POOLS` the worker pools in it. ``roadie up`` runs that table, the tests and the benchmarks
+build their processes from the same functions, and ``tests/test_compose.py`` fails when a service
+of ``docker-compose.yml`` runs anything else.
+
+:class:`ProcessGroup` is a subprocess that leads its own process group, so one signal reaches a
+Celery worker and its pool.
 """
 
 from __future__ import annotations
@@ -8,10 +14,105 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from roadie.settings import Settings
+
+CELERY_APP = "workers.app"
+
+
+def python_m(module: str, *args: str) -> list[str]:
+    """``module`` run by this interpreter: what a console script of the image (``celery``, ``roadie``) runs."""
+    return [sys.executable, "-m", module, *args]
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Celery workers consuming ``queue`` (one queue, or several separated by commas).
+
+    ``max_memory_per_child_kib`` None keeps the app's leak guard (``worker_max_memory_per_child``);
+    ``max_tasks_per_child`` None replaces no child after a count of jobs.
+    """
+
+    queue: str
+    concurrency: int
+    max_memory_per_child_kib: int | None = None
+    max_tasks_per_child: int | None = None
+
+    def command(self, *, node: str | None = None, app: str = CELERY_APP) -> list[str]:
+        """A worker of this pool. ``node`` (default ``<queue>@%h``) and ``app`` are for tests and benchmarks.
+
+        Prefetch 1: a process holds at most the job it runs. No gossip or mingle: a worker needs
+        nothing from the others, and both add broker traffic that grows with their number.
+        """
+        command = python_m("celery", "-A", app, "worker", "-Q", self.queue, "-n", node or f"{self.queue}@%h")
+        command += ["--concurrency", str(self.concurrency), "--prefetch-multiplier", "1"]
+        command += ["--without-gossip", "--without-mingle"]
+        if self.max_tasks_per_child is not None:
+            command += ["--max-tasks-per-child", str(self.max_tasks_per_child)]
+        if self.max_memory_per_child_kib is not None:
+            command += ["--max-memory-per-child", str(self.max_memory_per_child_kib)]
+        return command
+
+
+#: One worker per pool in every deployment (``roadie up`` and ``docker-compose.yml`` alike); scale a
+#: pool out with more workers, not by changing a row (docs/deployment.md). I/O-bound pools (``ipfs``,
+#: ``chain``: waits on the node and on finality) run more processes than CPU-bound ``media``; the
+#: indexer is a single consumer by design. The memory guards fit the compose services' memory limits.
+POOLS: dict[str, Pool] = {
+    pool.queue: pool
+    for pool in (
+        Pool("default", 2, max_memory_per_child_kib=400_000),
+        Pool("media", 1, max_memory_per_child_kib=1_500_000, max_tasks_per_child=50),
+        Pool("ipfs", 4, max_memory_per_child_kib=300_000, max_tasks_per_child=500),
+        Pool("chain", 2, max_memory_per_child_kib=300_000, max_tasks_per_child=500),
+        Pool("ledger", 1, max_memory_per_child_kib=300_000, max_tasks_per_child=500),
+        Pool("indexer", 1, max_memory_per_child_kib=300_000, max_tasks_per_child=500),
+    )
+}
+
+
+def api_command(host: str, port: int, *, access_log: bool = False) -> list[str]:
+    """The intake API; request lines are logged by the API itself, uvicorn's access log is off."""
+    access = "--access-log" if access_log else "--no-access-log"
+    return python_m("roadie.cli", "api", "--host", host, "--port", str(port), access)
+
+
+def relay_command() -> list[str]:
+    return python_m("roadie.cli", "relay")
+
+
+def beat_command(schedule: Path) -> list[str]:
+    """Beat, keeping its schedule state in ``schedule``; ``--quiet``: no free-text banner, every log line is JSON."""
+    return python_m("celery", "-A", CELERY_APP, "--quiet", "beat", "-s", str(schedule))
+
+
+def flower_command() -> list[str]:
+    return python_m("roadie.cli", "flower")
+
+
+def migrate_command() -> list[str]:
+    """The one-shot schema upgrade every other process waits for."""
+    return python_m("alembic", "upgrade", "head")
+
+
+def process_set(settings: Settings) -> dict[str, list[str]]:
+    """Every long-running process of the platform, by name: the Procfile ``roadie up`` and compose share.
+
+    Log levels come from ``ROADIE_LOG_LEVEL`` (Roadie's logging replaces Celery's, so Celery's
+    ``--loglevel`` would change nothing).
+    """
+    return {
+        "api": api_command(settings.api_host, settings.api_port),
+        "relay": relay_command(),
+        "beat": beat_command(settings.home.resolve() / "celerybeat-schedule"),
+        **{f"worker-{name}": pool.command() for name, pool in POOLS.items()},
+        "flower": flower_command(),
+    }
 
 
 @dataclass

@@ -27,40 +27,8 @@ from roadie.chain.localnet import embedded_chain_wanted, start_embedded_chain
 from roadie.embedded import EmbeddedPostgres, EmbeddedRedis
 from roadie.flower import authentication_configured
 from roadie.ipfs.node import LocalIpfsNode, answers
-from roadie.processes import ProcessGroup
+from roadie.processes import POOLS, ProcessGroup, migrate_command, process_set
 from roadie.settings import Settings, get_settings
-
-#: pool -> worker concurrency. The indexer is a single consumer by design.
-POOLS: dict[str, int] = {"default": 2, "media": 1, "ipfs": 2, "chain": 1, "ledger": 1, "indexer": 1}
-
-
-def beat_command(schedule: Path) -> list[str]:
-    """Beat, keeping its schedule state in ``schedule``; ``--quiet``: no free-text banner, every log line is JSON."""
-    celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
-    return [*celery, "--quiet", "beat", "--loglevel", "INFO", "-s", str(schedule)]
-
-
-def worker_command(pool: str, concurrency: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "worker",
-        "-Q",
-        pool,
-        "-n",
-        f"{pool}@%h",
-        "--concurrency",
-        str(concurrency),
-        "--prefetch-multiplier",
-        "1",
-        "--loglevel",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-    ]
 
 
 def worker_metrics_env(name: str, settings: Settings) -> dict[str, str]:
@@ -72,26 +40,10 @@ def worker_metrics_env(name: str, settings: Settings) -> dict[str, str]:
 
 
 def process_commands(settings: Settings) -> dict[str, list[str]]:
-    """Every long-running process of the platform, by name."""
-    home = settings.home.resolve()
-    commands = {
-        "api": [
-            sys.executable,
-            "-m",
-            "roadie.cli",
-            "api",
-            "--host",
-            settings.api_host,
-            "--port",
-            str(settings.api_port),
-            "--no-access-log",
-        ],
-        "relay": [sys.executable, "-m", "roadie.cli", "relay"],
-        "beat": beat_command(home / "celerybeat-schedule"),
-    }
-    commands.update({f"worker-{pool}": worker_command(pool, n) for pool, n in POOLS.items()})
-    if authentication_configured(settings):  # Flower never runs unauthenticated: without credentials, no Flower
-        commands["flower"] = [sys.executable, "-m", "roadie.cli", "flower"]
+    """The process set (:func:`roadie.processes.process_set`); Flower only when its credentials are set."""
+    commands = process_set(settings)
+    if not authentication_configured(settings):  # Flower never runs unauthenticated: without credentials, no Flower
+        del commands["flower"]
     return commands
 
 
@@ -208,7 +160,7 @@ class Platform:
 
     def migrate(self) -> None:
         subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            migrate_command(),
             check=True,
             env=self.env,
             cwd=Path(__file__).resolve().parent.parent,

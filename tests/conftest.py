@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ import pytest
 import redis
 from sqlalchemy.exc import OperationalError
 
-from roadie.processes import ProcessGroup
+from roadie.processes import POOLS, Pool, ProcessGroup, api_command, flower_command, migrate_command, relay_command
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.fixtures.ipfs", "tests.fixtures.media", "tests.fixtures.chain", "tests.fixtures.ledger"]
@@ -103,7 +102,7 @@ def database() -> Iterator[str]:
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], check=True, cwd=ROOT)
+    subprocess.run(migrate_command(), check=True, cwd=ROOT)
     yield os.environ["ROADIE_DATABASE_URL"]
     dispose_engines()
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
@@ -177,26 +176,21 @@ class Processes:
     def worker(
         self,
         *,
-        queues: str = "default,media,ipfs,chain,ledger,indexer",
+        queues: str = ",".join(POOLS),
         concurrency: int = 1,
         env: dict[str, str] | None = None,
     ) -> ProcessGroup:
         """A Celery worker; ``env`` adds to (or overrides) this process's environment."""
         name = f"worker-{uuid.uuid4().hex[:6]}"
-        command = [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-n", f"{name}@%h",
-            "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "--without-gossip",
-            "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
-        ]  # fmt: skip
+        command = [*Pool(queues, concurrency).command(node=f"{name}@%h"), "--without-heartbeat"]
         return self._start(name, command, os.environ | env if env else None)
 
     def relay(self) -> ProcessGroup:
-        return self._start("relay", [sys.executable, "-m", "roadie.cli", "relay"])
+        return self._start("relay", relay_command())
 
     def api(self, port: int, env: dict[str, str] | None = None) -> ProcessGroup:
-        """``roadie api`` on 127.0.0.1:port, as production starts it."""
-        command = [sys.executable, "-m", "roadie.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
-        return self._start("api", command, env)
+        """``roadie api`` on 127.0.0.1:port as production starts it, plus uvicorn's access log (checked for secrets)."""
+        return self._start("api", api_command("127.0.0.1", port, access_log=True), env)
 
     def flower(self, port: int, basic_auth: str | None) -> ProcessGroup:
         """``roadie flower`` on 127.0.0.1:port; basic_auth None runs it with no credentials configured."""
@@ -204,7 +198,7 @@ class Processes:
         env |= {"ROADIE_FLOWER_ADDRESS": "127.0.0.1", "ROADIE_FLOWER_PORT": str(port)}
         if basic_auth is not None:
             env["ROADIE_FLOWER_BASIC_AUTH"] = basic_auth
-        return self._start("flower", [sys.executable, "-m", "roadie.cli", "flower"], env)
+        return self._start("flower", flower_command(), env)
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> ProcessGroup:
         process = ProcessGroup(name, command, self.log_dir / f"{name}.log", env=env, cwd=ROOT).start()

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from roadie.processes import ProcessGroup
-from roadie.supervisor import Supervisor, worker_command
+from roadie.processes import POOLS, ProcessGroup
+from roadie.supervisor import Supervisor
 from tests.conftest import BROKER_URL, ON_REDIS, ROOT
 from tests.helpers import submit, wait_for_job
 
@@ -117,7 +117,7 @@ def test_a_worker_consumes_again_within_a_minute_of_the_end_of_a_30_s_cut_to_rab
     parts = urlsplit(BROKER_URL)
     through_link = BROKER_URL.replace(parts.netloc, f"{parts.username}:{parts.password}@127.0.0.1:{link.port}")
     env = dict(os.environ, ROADIE_BROKER_URL=through_link)
-    worker = ProcessGroup("worker-default", worker_command("default", 1), tmp_path / "worker.log", env, ROOT).start()
+    worker = ProcessGroup("worker-default", POOLS["default"].command(), tmp_path / "worker.log", env, ROOT).start()
     supervisor = Supervisor({"worker-default": worker})  # as under `roadie up`, should the worker still exit
     stop = threading.Event()
     watcher = threading.Thread(target=supervise, args=(supervisor, stop), daemon=True)

@@ -2,8 +2,8 @@
 
 No Docker engine is needed: the compose file is validated against the Compose Specification's
 JSON Schema (tests/data/compose-spec.json, from compose-spec/compose-spec, schema/compose-spec.json,
-commit 170098ba07d9, Apache-2.0), and every command an app service runs is parsed by the real CLI
-it names (uvicorn, celery, roadie, alembic) without being run.
+commit 170098ba07d9, Apache-2.0); every command an app service runs is exactly its process's in
+roadie.processes (what ``roadie up`` runs too), and is parsed by the real CLI it names without being run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import re
 import shlex
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import yaml
 from dotenv import dotenv_values
 
 from roadie.jobs.types import QUEUES
+from roadie.processes import POOLS, migrate_command, process_set
 from roadie.settings import Settings
 from tests.conftest import ROOT
 
@@ -130,18 +132,89 @@ def test_third_party_images_are_pinned() -> None:
     assert SERVICES["solana"]["entrypoint"] == ["solana-test-validator"]
 
 
-def test_one_worker_per_pool_consumes_exactly_its_queue_with_memory_limits() -> None:
-    for pool in QUEUES:
-        service = SERVICES[f"worker-{pool}"]
-        command = service["command"]
-        assert command[:4] == ["celery", "-A", "workers.app", "worker"]
-        assert command[command.index("-Q") + 1] == pool
-        assert command[command.index("-n") + 1] == f"{pool}@%h"
-        assert command[command.index("--prefetch-multiplier") + 1] == "1"
-        assert "--max-memory-per-child" in command
-        limit = service["deploy"]["resources"]["limits"]["memory"]
-        assert int(command[command.index("--max-memory-per-child") + 1]) * 1024 < parse_bytes(limit), pool
-        assert f"-d {pool}@$$HOSTNAME" in service["healthcheck"]["test"][1]
+# --- the process set: roadie.processes, and nothing else --------------------------------------
+
+
+def compose_settings() -> Settings:
+    """The settings the compose services run with: .env.example's values."""
+    _, values = env_example()
+    return Settings(**{name.removeprefix("ROADIE_").lower(): value for name, value in values.items()})  # type: ignore[arg-type]
+
+
+#: The module ``python -m`` runs for each console script the services run.
+MODULES = {"celery": "celery", "roadie": "roadie.cli", "alembic": "alembic"}
+
+
+def run_here(command: list[str]) -> list[str]:
+    """A compose command as ``roadie up`` runs it: the console script's module, by this interpreter."""
+    return [sys.executable, "-m", MODULES[command[0]], *command[1:]]
+
+
+def test_each_console_script_is_the_module_run_in_its_place() -> None:
+    for script, module in MODULES.items():
+        (entry_point,) = importlib.metadata.entry_points(group="console_scripts", name=script)
+        assert f"{entry_point.module}.".startswith(f"{module}."), script
+
+
+def disagreements(services: dict[str, dict[str, Any]]) -> list[str]:
+    """Each app service whose command is not its process's in roadie.processes, and each process without a service."""
+    expected = process_set(compose_settings()) | {"migrate": migrate_command()}
+    app_services = {name: service for name, service in services.items() if service.get("image") == APP_IMAGE}
+    found = [f"{name}: no such service" for name in sorted(set(expected) - set(app_services))]
+    found += [f"{name}: not in roadie.processes" for name in sorted(set(app_services) - set(expected))]
+    for name in sorted(set(expected) & set(app_services)):
+        if run_here(app_services[name]["command"]) != expected[name]:
+            found.append(f"{name}: runs {app_services[name]['command']}, the process set {expected[name]}")
+    return found
+
+
+def test_every_app_service_runs_exactly_its_command_of_the_process_set() -> None:
+    assert disagreements(SERVICES) == []
+
+
+def test_the_image_runs_the_api_by_default_as_the_api_service_does() -> None:
+    (cmd,) = [line.removeprefix("CMD ") for line in dockerfile_stages()[-1] if line.startswith("CMD ")]
+
+    assert json.loads(cmd) == SERVICES["api"]["command"]
+
+
+@pytest.mark.parametrize(
+    ("service", "old", "new"),
+    [
+        ("worker-ipfs", "4", "2"),  # a concurrency of its own
+        ("worker-chain", "chain", "ledger"),  # another queue
+        ("worker-media", "50", "500"),  # another child limit
+        ("beat", "/var/lib/roadie/celerybeat-schedule", "/tmp/schedule"),
+        ("api", "--no-access-log", "--access-log"),
+    ],
+)
+def test_the_check_catches_a_service_that_runs_something_else(service: str, old: str, new: str) -> None:
+    services = copy.deepcopy(SERVICES)
+    command = services[service]["command"]
+    command[command.index(old)] = new
+
+    assert [line.split(":")[0] for line in disagreements(services)] == [service]
+
+
+def test_the_check_catches_a_missing_or_extra_process() -> None:
+    services = copy.deepcopy(SERVICES)
+    services["worker-extra"] = services.pop("worker-ledger")
+
+    assert disagreements(services) == ["worker-ledger: no such service", "worker-extra: not in roadie.processes"]
+
+
+def test_there_is_one_pool_per_queue() -> None:
+    assert sorted(POOLS) == sorted(QUEUES)
+    assert all(pool.queue == name for name, pool in POOLS.items())
+
+
+def test_each_worker_service_fits_its_pool_in_its_memory_limit_and_pings_its_own_node() -> None:
+    for name, pool in POOLS.items():
+        service = SERVICES[f"worker-{name}"]
+        limit = parse_bytes(service["deploy"]["resources"]["limits"]["memory"])
+        assert pool.max_memory_per_child_kib is not None, name
+        assert pool.concurrency * pool.max_memory_per_child_kib * 1024 < limit, name
+        assert f"-d {name}@$$HOSTNAME" in service["healthcheck"]["test"][1]
     assert SERVICES["worker-indexer"]["deploy"]["replicas"] == 1
     assert SERVICES["beat"]["deploy"]["replicas"] == 1
 
@@ -263,13 +336,11 @@ def test_env_example_lists_every_setting_once_and_nothing_else() -> None:
 
 
 def test_env_example_values_are_valid_settings() -> None:
-    _, values = env_example()
-    settings = Settings(**{name.removeprefix("ROADIE_").lower(): value for name, value in values.items()})  # type: ignore[arg-type]
+    settings = compose_settings()
 
     assert settings.flower_basic_auth is None  # no default password to forget to change
     assert settings.sqlalchemy_url.endswith("@postgres:5432/roadie")
     assert settings.celery_broker_url == "redis://redis:6379/0"
-    assert str(settings.home) in SERVICES["beat"]["command"][-1]
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))

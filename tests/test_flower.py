@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from roadie.flower import FlowerConfigError, check_email_pattern, flower_launch
-from roadie.processes import ProcessGroup
+from roadie.processes import ProcessGroup, flower_command
 from roadie.settings import Settings
 from roadie.supervisor import process_commands
 from tests.conftest import ROOT, Processes, free_port
@@ -206,7 +205,7 @@ def test_roadie_flower_without_authentication_exits_non_zero_and_says_why(databa
     env["ROADIE_FLOWER_PORT"] = str(free_port())
 
     done = subprocess.run(
-        [sys.executable, "-m", "roadie.cli", "flower"],
+        flower_command(),
         check=False,
         cwd=ROOT,
         env=env,

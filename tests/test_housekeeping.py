@@ -14,9 +14,8 @@ from models.platform import Job, JobEvent
 from roadie.db import transaction
 from roadie.jobs.intake import enqueue
 from roadie.jobs.types import job_types
-from roadie.processes import ProcessGroup
+from roadie.processes import ProcessGroup, beat_command
 from roadie.settings import get_settings
-from roadie.supervisor import beat_command
 from tests.conftest import ROOT, Processes
 from tests.helpers import submit, wait_for_job
 

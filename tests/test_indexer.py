@@ -45,9 +45,8 @@ from roadie.chain.sending import checked_size, send_and_confirm, sign
 from roadie.chain.token import TokenMetadata, mint_account_space
 from roadie.chain.transfers import create_batch
 from roadie.db import transaction
-from roadie.processes import ProcessGroup
+from roadie.processes import ProcessGroup, beat_command
 from roadie.settings import get_settings
-from roadie.supervisor import beat_command
 from tests.conftest import ROOT, Processes, free_port
 from tests.fixtures.chain import control, crashing_worker
 from tests.helpers import wait_for_job

@@ -19,8 +19,7 @@ import psutil
 import pytest
 
 from roadie import blobs
-from roadie.processes import ProcessGroup
-from roadie.supervisor import beat_command
+from roadie.processes import ProcessGroup, beat_command
 from tests.conftest import ROOT, Processes
 from tests.fixtures.media import AudioFiles, post_track
 from tests.test_durability import wait_until

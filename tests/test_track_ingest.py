@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from roadie.chain.client import connect
 from roadie.chain.nft import MintedNft, read_mint
 from roadie.db import transaction
 from roadie.ipfs.client import IpfsNode
-from roadie.processes import ProcessGroup
+from roadie.processes import POOLS, ProcessGroup
 from tests.conftest import ROOT
 from tests.fixtures.media import BAD_SOURCES, AudioFiles, post_track
 from tests.helpers import wait_for_job
@@ -188,7 +187,7 @@ def test_an_admin_rerun_resumes_at_the_failed_stage(
 
 
 def test_a_media_worker_refuses_to_start_without_ffmpeg(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "media", "--concurrency", "1"]
+    command = POOLS["media"].command(node="no-ffmpeg@%h")
     env = {**os.environ, "ROADIE_FFMPEG_PATH": "/nonexistent/ffmpeg"}
     worker = ProcessGroup("no-ffmpeg", command, tmp_path / "worker.log", env=env, cwd=ROOT).start()
     try:
