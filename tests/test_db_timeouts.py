@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from roadie import db
 from roadie.db import transaction, use_role
-from roadie.jobs.runtime import is_transient
+from roadie.retrying import is_transient
 from roadie.settings import get_settings
 from tests.helpers import submit, wait_for_job
 

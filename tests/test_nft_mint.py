@@ -15,7 +15,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from spl.token.instructions import get_associated_token_address
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from models.chain import ChainSend
 from models.music import Nft
@@ -25,7 +25,7 @@ from roadie.chain.platform import platform_keypair
 from roadie.db import transaction
 from roadie.settings import get_settings
 from tests.conftest import Processes
-from tests.fixtures.chain import control, crashing_worker, mintable_track, recover_from_crash
+from tests.fixtures.chain import StallingProxy, control, crashing_worker, mintable_track, recover_from_crash
 from tests.helpers import wait_for_job
 
 pytestmark = pytest.mark.usefixtures("chain_running")
@@ -177,6 +177,35 @@ def test_concurrent_duplicate_mint_jobs_for_one_track_mint_once(
 
     assert len({job["result"]["mint"] for job in done}) == 1
     assert_minted_once(track_id, done[0])
+
+
+def test_a_mint_stalled_on_the_rpc_holds_no_lock_on_its_nft_row(
+    client: httpx.Client, own_workers: Processes, new_wallet: Keypair
+) -> None:
+    track_id = mintable_track(str(new_wallet.pubkey()))
+    with StallingProxy() as proxy:
+        proxy.stall()
+        own_workers.worker(
+            queues="chain", env={"ROADIE_SOLANA_RPC_URL": proxy.url, "ROADIE_SOLANA_RPC_TIMEOUT_S": "300"}
+        )
+        stalled = mint(client, track_id)
+        proxy.wait_held()
+
+        own_workers.worker(queues="chain")  # a worker whose RPC answers mints the same track meanwhile
+        done = wait_for_job(client, mint(client, track_id)["id"], "succeeded", timeout=90)
+        assert client.get(f"/v1/jobs/{stalled['id']}").json()["status"] == "running"
+        with transaction() as session:  # and the row can be written at once
+            session.execute(text("SET LOCAL lock_timeout = '2s'"))
+            touched = session.scalars(
+                update(Nft).where(Nft.track_id == track_id).values(owner_wallet=Nft.owner_wallet).returning(Nft.id)
+            ).all()
+        assert len(touched) == 1
+
+        proxy.resume()
+        stalled = wait_for_job(client, stalled["id"], "succeeded", timeout=90)
+
+    assert stalled["result"] == done["result"]
+    assert_minted_once(track_id, done)
 
 
 @pytest.mark.usefixtures("worker")

@@ -14,7 +14,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from spl.token.constants import TOKEN_PROGRAM_ID
 from spl.token.instructions import MintToParams, get_associated_token_address, mint_to
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
 from models.platform import Job
@@ -25,7 +25,7 @@ from roadie.chain.transfers import create_batch
 from roadie.db import transaction
 from roadie.settings import get_settings
 from tests.conftest import Processes
-from tests.fixtures.chain import crashing_worker, recover_from_crash
+from tests.fixtures.chain import StallingProxy, crashing_worker, recover_from_crash
 from tests.helpers import wait_for_job
 
 pytestmark = pytest.mark.usefixtures("chain_running")
@@ -181,6 +181,28 @@ def test_a_treasury_short_of_funds_fails_the_batch_before_sending_and_a_rerun_pa
 
     assert [balance(w) for w in recipients] == [1, held]
     assert rows(batch_id)[0].status == "finalized"
+    assert len(rows(batch_id)[2]) == 1
+
+
+def test_a_batch_stalled_on_the_rpc_holds_no_lock_on_its_row(admin: httpx.Client, own_workers: Processes) -> None:
+    recipients = wallets(2)
+    with StallingProxy() as proxy:
+        proxy.stall()
+        own_workers.worker(
+            queues="chain", env={"ROADIE_SOLANA_RPC_URL": proxy.url, "ROADIE_SOLANA_RPC_TIMEOUT_S": "300"}
+        )
+        batch_id, job_id = record("rewards:stalled", [(str(w), 300) for w in recipients])
+        proxy.wait_held()
+
+        with transaction() as session:  # another session writes the batch row at once
+            session.execute(text("SET LOCAL lock_timeout = '2s'"))
+            session.execute(update(PayoutBatch).where(PayoutBatch.id == batch_id).values(error_code=None))
+        assert admin.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+
+        proxy.resume()
+        wait_for_job(admin, job_id, "succeeded", timeout=90)
+
+    assert [balance(w) for w in recipients] == [300, 300]
     assert len(rows(batch_id)[2]) == 1
 
 

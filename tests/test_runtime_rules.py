@@ -1,46 +1,16 @@
-"""The rules the runtime applies, as plain functions: retry taxonomy, backoff, schedules."""
+"""The rules the runtime applies, as plain functions: schedules and the Celery settings it relies on.
+
+Which failures are retried, and the backoff, are in tests/test_retrying.py.
+"""
 
 from __future__ import annotations
 
-import random
 from datetime import timedelta
 
-import httpx
 import pytest
-from celery.exceptions import SoftTimeLimitExceeded
 from celery.schedules import crontab
-from sqlalchemy.exc import OperationalError
 
-from roadie.jobs.errors import PermanentError, TransientError
-from roadie.jobs.runtime import backoff_seconds, is_transient
 from schedules.beat import parse_schedule
-
-
-def http_error(status: int) -> httpx.HTTPStatusError:
-    request = httpx.Request("GET", "http://127.0.0.1/")
-    return httpx.HTTPStatusError("boom", request=request, response=httpx.Response(status, request=request))
-
-
-@pytest.mark.parametrize(
-    "error",
-    [TransientError("x"), TimeoutError(), ConnectionResetError(), SoftTimeLimitExceeded(), http_error(503),
-     http_error(429), httpx.ConnectTimeout("x"), OperationalError("SELECT", {}, Exception("lock timeout"))],
-)  # fmt: skip
-def test_transient_errors_are_retried(error: BaseException) -> None:
-    assert is_transient(error)
-
-
-@pytest.mark.parametrize("error", [PermanentError("x"), ValueError(), KeyError(), http_error(404), http_error(422)])
-def test_permanent_errors_fail_at_once(error: BaseException) -> None:
-    assert not is_transient(error)
-
-
-def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
-    rng = random.Random(7)
-    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (8, 60.0), (30, 60.0)]:
-        delays = [backoff_seconds(attempt, base=1.0, cap=60.0, rng=rng) for _ in range(200)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-        assert max(delays) - min(delays) > ceiling / 10  # jittered, not fixed
 
 
 def test_schedules_are_intervals_or_crontabs() -> None:

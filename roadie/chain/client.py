@@ -1,17 +1,15 @@
 """The chain client: solana-py's ``AsyncClient`` with a commitment, timeouts and retries.
 
-Transient failures (connection errors, timeouts, HTTP 429 and 5xx, an unhealthy node) are retried
-with exponential backoff and jitter; when the tries run out the caller gets :class:`RpcUnavailable`
-(a ``TransientError``, so the job is retried by the platform and finally fails with the RPC error).
-Every other RPC error is a :class:`RpcRejected` and is not retried. Messages name the RPC method and
-the error, never the URL (provider URLs often carry an API key).
+Every request goes through :func:`roadie.retrying.retry_async_call`: what :func:`roadie.retrying.is_transient`
+calls transient (connection errors, timeouts, HTTP 429 and 5xx, an unhealthy or lagging node) is tried
+again with backoff and jitter; when the tries run out the caller gets :class:`RpcUnavailable` (a
+``TransientError``, so the job is retried by the platform and finally fails with the RPC error). Every
+other RPC error is a :class:`RpcRejected` and is not retried. Messages name the RPC method and the
+error, never the URL (provider URLs often carry an API key).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,13 +30,10 @@ from solders.signature import Signature
 from solders.transaction_status import TransactionErrorFieldless, TransactionStatus
 
 from roadie.jobs.errors import PermanentError, TransientError
+from roadie.retrying import is_transient, retry_async_call, rpc_error_code
 from roadie.settings import Settings, get_settings
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: JSON-RPC error codes worth another try: node unhealthy / behind, internal error.
-TRANSIENT_RPC_CODES = {-32005, -32603, -32016}
 
 
 class RpcUnavailable(TransientError):  # noqa: N818 - reads as the condition it reports
@@ -70,35 +65,6 @@ def describe(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}"
 
 
-def rpc_error_code(exc: RPCException) -> int | None:
-    """The JSON-RPC code of a parsed solders error (solders keeps it in the type, not a field)."""
-    error = exc.args[0] if exc.args else None
-    names = {
-        "SendTransactionPreflightFailureMessage": -32002,
-        "BlockNotAvailableMessage": -32004,
-        "NodeUnhealthyMessage": -32005,
-        "SlotSkippedMessage": -32007,
-        "LongTermStorageSlotSkippedMessage": -32009,
-        "MinContextSlotNotReachedMessage": -32016,
-        "InvalidParamsMessage": -32602,
-        "MethodNotFoundMessage": -32601,
-        "InternalErrorMessage": -32603,
-    }
-    return names.get(type(error).__name__)
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, SolanaRpcException):
-        cause = exc.__cause__
-        if isinstance(cause, httpx.HTTPStatusError):
-            status = cause.response.status_code
-            return status == 429 or status >= 500
-        return isinstance(cause, httpx.TransportError)
-    if isinstance(exc, RPCException):
-        return rpc_error_code(exc) in TRANSIENT_RPC_CODES
-    return isinstance(exc, httpx.TransportError | TimeoutError)
-
-
 @dataclass(frozen=True)
 class SendResult:
     """What ``sendTransaction`` said: ``sent``, ``already_processed``, ``blockhash_not_found`` or ``rejected``
@@ -123,19 +89,15 @@ class Chain:
 
     async def call(self, method: str, request: Callable[[AsyncClient], Awaitable[T]]) -> T:
         """Run one RPC request, retrying transient failures with backoff."""
-        attempts, base = self.settings.solana_rpc_attempts, self.settings.solana_rpc_backoff_s
-        for attempt in range(1, attempts + 1):
-            try:
-                return await request(self.client)
-            except (SolanaRpcException, RPCException, httpx.HTTPError) as exc:
-                if not is_transient(exc):
-                    raise RpcRejected(f"{method}: {describe(exc)}") from None
-                if attempt == attempts:
-                    raise RpcUnavailable(f"{method} failed {attempts} times: {describe(exc)}") from None
-                delay = base * 2 ** (attempt - 1)
-                log.warning("chain.rpc_retry", extra={"method": method, "attempt": attempt, "error": describe(exc)})
-                await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))
-        raise AssertionError("unreachable")
+        attempts = self.settings.solana_rpc_attempts
+        try:
+            return await retry_async_call(
+                method, attempts, self.settings.solana_rpc_backoff_s, lambda: request(self.client), describe=describe
+            )
+        except (SolanaRpcException, RPCException, httpx.HTTPError) as exc:
+            if is_transient(exc):
+                raise RpcUnavailable(f"{method} failed {attempts} times: {describe(exc)}") from None
+            raise RpcRejected(f"{method}: {describe(exc)}") from None
 
     # The calls Roadie makes --------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The send-once journal: how a chain job sends value exactly once, whatever crashes when.
 
-1. Build and sign the transaction, and commit it to ``chain_sends`` with its last valid block height
-   *before* sending (the mint or batch row is locked while deciding, so two workers cannot both build).
+1. Build and sign the transaction with no database transaction open, then commit it to ``chain_sends`` with
+   its last valid block height *before* sending, in a short transaction that locks the mint or batch row and
+   first checks it is still as it was read when deciding (so two workers cannot both journal, and only
+   journaled bytes are sent). No row lock is held while the chain is asked.
 2. Send the stored bytes; poll ``getSignatureStatuses`` (whole history) until confirmed, re-sending the
    same bytes every few seconds while the blockhash is valid, then until finalized.
 3. On a retry, :func:`check` says for each stored transaction what the chain knows:

@@ -22,6 +22,7 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.token.state import Mint
+from solders.transaction import VersionedTransaction
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from spl.token.instructions import (
     AuthorityType,
@@ -32,7 +33,7 @@ from spl.token.instructions import (
     mint_to,
     set_authority,
 )
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -183,8 +184,8 @@ async def read_mint(chain: Chain, mint: Pubkey) -> MintedNft | None:
     return MintedNft(base.supply, base.mint_authority, read_metadata(data))
 
 
-def _lock_nft(session: Session, order: MintOrder) -> Nft:
-    """The track's NFT row, created on first use, locked so only one worker decides at a time."""
+def _nft(session: Session, order: MintOrder) -> Nft:
+    """The track's NFT row, created on first use (read, not locked: decisions are re-checked under the lock)."""
     session.execute(
         insert(Nft)
         .values(
@@ -197,7 +198,60 @@ def _lock_nft(session: Session, order: MintOrder) -> Nft:
         )
         .on_conflict_do_nothing(index_elements=[Nft.track_id])
     )
-    return session.scalars(select(Nft).where(Nft.track_id == order.track_id).with_for_update()).one()
+    return session.scalars(select(Nft).where(Nft.track_id == order.track_id)).one()
+
+
+Version = tuple[int, str, str | None]
+
+
+def _version(session: Session, nft: Nft) -> Version:
+    """What a decision rests on: how many transactions were journaled, and the row's status and signature.
+
+    Every step that changes what a worker would decide (journaling, adopting, recording a verdict,
+    failing) changes one of these, so a decision taken on a stale read is caught under the lock."""
+    sends = session.scalar(select(func.count()).select_from(ChainSend).where(ChainSend.nft_id == nft.id))
+    return int(sends or 0), nft.status, nft.signature
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The NFT row as one short transaction read it; the chain is asked about it with no transaction open."""
+
+    nft_id: uuid.UUID
+    version: Version
+    live: Pending | None  # the newest journaled transaction that may still land
+    result: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        return self.version[1] == "finalized"
+
+
+def _read(payload: MintPayload, platform: PlatformKeypair, settings: Settings) -> tuple[MintOrder, Seen]:
+    with transaction() as session:
+        order = load_order(session, payload, platform, settings)
+        nft = _nft(session, order)
+        live = session.scalars(
+            select(ChainSend)
+            .where(ChainSend.nft_id == nft.id, ChainSend.status.in_(("pending", "confirmed")))
+            .order_by(ChainSend.created_at.desc())
+            .limit(1)
+        ).first()
+        seen = Seen(nft.id, _version(session, nft), Pending.of(live) if live else None, _result(nft))
+        return order, seen
+
+
+def _if_unchanged(session: Session, seen: Seen) -> Nft | None:
+    """The NFT row locked, if it is still as ``seen`` (None: another worker moved it on since)."""
+    nft = session.get_one(Nft, seen.nft_id, with_for_update=True)
+    return nft if _version(session, nft) == seen.version else None
+
+
+def _settle_live(session: Session, seen: Seen, settled: Verdict | None) -> None:
+    """Record that the transaction ``seen`` in flight can never land (expired, or failed on chain)."""
+    if seen.live is not None and settled is not None:
+        send = session.get_one(ChainSend, seen.live.id)
+        send.status, send.error = settled.state, settled.error
 
 
 def _record(nft: Nft, send: ChainSend | None, verdict: Verdict, signature: str | None = None) -> None:
@@ -222,50 +276,61 @@ def _result(nft: Nft) -> dict[str, Any]:
     }
 
 
-async def _decide(
-    chain: Chain, session: Session, order: MintOrder, platform: PlatformKeypair
-) -> tuple[Nft, Pending | None, str]:
-    """Under the NFT's row lock: the transaction to follow (None: finished) and what to do with it first:
-    ``send`` a newly built one, ``resend`` one in flight, or just ``follow`` one that landed."""
-    nft = _lock_nft(session, order)
-    if nft.status == "finalized":
-        return nft, None, "follow"
-    current = session.scalars(
-        select(ChainSend)
-        .where(ChainSend.nft_id == nft.id, ChainSend.status.in_(("pending", "confirmed")))
-        .order_by(ChainSend.created_at.desc())
-        .limit(1)
-    ).first()
-    if current is not None:
-        (verdict,) = await journal.check(chain, [Pending.of(current)])
-        if verdict.state == "landed":
-            _record(nft, current, verdict)
-            return nft, Pending.of(current), "follow"
-        if verdict.state == "in_flight":  # unknown, still valid (perhaps dropped by a fork): send again
-            current.status, nft.status = "pending", "submitted"
-            return nft, Pending.of(current), "resend"
-        current.status, current.error = verdict.state, verdict.error
-        if await _adopt_existing_mint(chain, nft):
-            return nft, None, "follow"
+async def _decide(chain: Chain, order: MintOrder, seen: Seen, platform: PlatformKeypair) -> tuple[Pending | None, str]:
+    """Asks the chain with no database transaction open. Returns the transaction to follow and what to do
+    with it first: ``send`` a newly journaled one, ``resend`` one in flight, or just ``follow`` one that
+    landed; or None and ``adopted`` (the mint exists: finished) or ``again`` (another worker moved the row
+    on since it was read: read it again)."""
+    settled: Verdict | None = None
+    if seen.live is not None:
+        (verdict,) = await journal.check(chain, [seen.live])
+        if verdict.state in ("landed", "in_flight"):
+            _note(seen.nft_id, seen.live, verdict)
+            return seen.live, "follow" if verdict.state == "landed" else "resend"
+        settled = verdict  # expired or failed: it can never land
+        existing = await _existing_mint(chain, order.metadata.mint)
+        if existing is not None:
+            return None, "adopted" if _adopt(seen, settled, *existing) else "again"
     # Nothing in flight can land any more, and the chain has no mint: build (or rebuild) the transaction.
     blockhash, last_valid = await chain.latest_blockhash()
     _, funded = mint_account_space(order.metadata)
     lamports = await chain.rent_exempt_minimum(funded)
     instructions = mint_instructions(platform.pubkey, order.owner, order.metadata, lamports)
     tx = sign(instructions, platform.pubkey, [platform.signer, mint_keypair(platform, order.track_id)], blockhash)
-    send = journal.journal("nft_mint", tx, last_valid, nft_id=nft.id)
-    session.add(send)
-    session.flush()
-    nft.status, nft.signature, nft.slot = "submitted", send.signature, None
-    return nft, Pending.of(send), "send"
+    pending = _journal(seen, settled, tx, last_valid)
+    return (pending, "send") if pending is not None else (None, "again")
 
 
-async def _adopt_existing_mint(chain: Chain, nft: Nft) -> bool:
-    """If the mint exists though no journaled transaction landed, record the transaction that made it."""
-    assert nft.mint_address is not None
-    mint = Pubkey.from_string(nft.mint_address)
+def _journal(seen: Seen, settled: Verdict | None, tx: VersionedTransaction, last_valid: int) -> Pending | None:
+    """Commit the signed transaction before it is sent, if no other worker moved the row on meanwhile."""
+    with transaction() as session:
+        nft = _if_unchanged(session, seen)
+        if nft is None:
+            return None
+        _settle_live(session, seen, settled)
+        send = journal.journal("nft_mint", tx, last_valid, nft_id=nft.id)
+        session.add(send)
+        session.flush()
+        nft.status, nft.signature, nft.slot = "submitted", send.signature, None
+        return Pending.of(send)
+
+
+def _note(nft_id: uuid.UUID, pending: Pending, verdict: Verdict) -> None:
+    """Record what the chain says of a transaction that landed or may still land, unless it was settled since."""
+    with transaction() as session:
+        nft, send = _locked(session, nft_id, pending.id)
+        if send.status not in ("pending", "confirmed"):
+            return
+        if verdict.state == "in_flight":  # unknown, still valid (perhaps dropped by a fork): it is sent again
+            send.status, nft.status = "pending", "submitted"
+        else:
+            _record(nft, send, verdict)
+
+
+async def _existing_mint(chain: Chain, mint: Pubkey) -> tuple[Verdict, str] | None:
+    """If the mint exists though no journaled transaction landed: the transaction that made it."""
     if await chain.account(mint) is None:
-        return False
+        return None
 
     async def history(client: AsyncClient) -> Any:
         return await client.get_signatures_for_address(mint, limit=1000)
@@ -275,37 +340,52 @@ async def _adopt_existing_mint(chain: Chain, nft: Nft) -> bool:
         raise TransientError("the mint exists but its transaction is not visible yet", code="mint_unconfirmed")
     first = entries[-1]
     level = str(first.confirmation_status).rsplit(".", 1)[-1].lower() if first.confirmation_status else "confirmed"
-    _record(nft, None, Verdict("landed", level, first.slot), str(first.signature))
-    return True
+    return Verdict("landed", level, first.slot), str(first.signature)
+
+
+def _adopt(seen: Seen, settled: Verdict, verdict: Verdict, signature: str) -> bool:
+    """Record the transaction that made the mint, if no other worker moved the row on meanwhile."""
+    with transaction() as session:
+        nft = _if_unchanged(session, seen)
+        if nft is None:
+            return False
+        _settle_live(session, seen, settled)
+        _record(nft, None, verdict, signature)
+        return True
 
 
 async def mint_nft(chain: Chain, payload: MintPayload, platform: PlatformKeypair, settings: Settings) -> dict[str, Any]:
-    """Mint the track's NFT (or finish minting it) and follow it to finalized; the NFT row as the result."""
+    """Mint the track's NFT (or finish minting it) and follow it to finalized; the NFT row as the result.
+
+    No row lock is held while the chain is asked: each round reads the row, asks the chain, then writes
+    in a short transaction that first checks the row is still as it was read."""
     for _ in range(ROUNDS):
-        with transaction() as session:
-            order = load_order(session, payload, platform, settings)
-            nft, pending, action = await _decide(chain, session, order, platform)
-            nft_id = nft.id
-            if pending is None:
-                return _result(nft)
+        order, seen = _read(payload, platform, settings)
+        if seen.finished:
+            return seen.result
+        pending, action = await _decide(chain, order, seen, platform)
+        if pending is None:
+            if action == "adopted":
+                return _read(payload, platform, settings)[1].result
+            continue
         if action == "send":
             crash_point("before_send")
         if action in ("send", "resend"):
             refused = await journal.send_all(chain, [pending])
             crash_point("after_send")
             if refused:
-                await _refused(chain, nft_id, pending, refused[pending.id])
+                await _refused(chain, seen.nft_id, order.metadata.mint, pending, refused[pending.id])
                 continue
         (verdict,) = await journal.follow(chain, [pending], "confirmed", settings)
         if verdict.settled:
-            continue  # expired or failed: the next round decides under the lock
+            continue  # expired or failed: the next round decides again
         if not verdict.reached("confirmed"):
             raise TransientError("the mint transaction is not confirmed yet", code="mint_unconfirmed")
-        _store(nft_id, pending, verdict)
+        _store(seen.nft_id, pending, verdict)
         crash_point("after_confirm")
         (verdict,) = await journal.follow(chain, [pending], "finalized", settings)
         if verdict.reached("finalized"):
-            return _store(nft_id, pending, verdict)
+            return _store(seen.nft_id, pending, verdict)
         if not verdict.settled and verdict.state != "in_flight":
             raise TransientError("the mint transaction is not finalized yet", code="mint_unfinalized")
     raise TransientError("the mint transaction expired repeatedly", code="mint_unconfirmed")
@@ -324,12 +404,13 @@ def _store(nft_id: uuid.UUID, pending: Pending, verdict: Verdict) -> dict[str, A
         return _result(nft)
 
 
-async def _refused(chain: Chain, nft_id: uuid.UUID, pending: Pending, reason: str) -> None:
+async def _refused(chain: Chain, nft_id: uuid.UUID, mint: Pubkey, pending: Pending, reason: str) -> None:
     """Preflight refused the transaction: fine if the mint exists (the next round adopts it), else a failure."""
+    if await chain.account(mint) is not None:
+        return
     with transaction() as session:
         nft, send = _locked(session, nft_id, pending.id)
-        assert nft.mint_address is not None
-        if await chain.account(Pubkey.from_string(nft.mint_address)) is not None:
+        if send.status != "pending":  # another worker saw it land meanwhile: the next round follows it
             return
         send.status, send.error, nft.status = "failed", reason, "failed"
     raise PermanentError(f"the mint transaction was refused: {reason}", code="mint_rejected")

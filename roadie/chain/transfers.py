@@ -33,7 +33,7 @@ from spl.token.instructions import (
     get_associated_token_address,
     transfer_checked,
 )
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -220,80 +220,151 @@ def _result(batch: PayoutBatch, transfers: Sequence[PayoutTransfer]) -> dict[str
     }
 
 
-async def _prepare(
-    chain: Chain, session: Session, batch: PayoutBatch, platform: PlatformKeypair
-) -> tuple[list[Pending], list[Pending], list[Pending], PermanentError | None]:
-    """Under the batch lock: reconcile journaled transactions, then build those still needed.
+def _todo(transfers: Iterable[PayoutTransfer]) -> list[PayoutTransfer]:
+    """Transfers with no transaction that may still land: to be built (again)."""
+    return [t for t in transfers if t.status in ("pending", "failed")]
 
-    Returns (new, in flight, landed, failure): new ones are sent, in-flight ones re-sent, landed ones followed.
-    """
-    live = session.scalars(
-        select(ChainSend).where(ChainSend.batch_id == batch.id, ChainSend.status.in_(("pending", "confirmed")))
-    ).all()
-    in_flight: list[Pending] = []
-    landed: list[Pending] = []
-    for send, verdict in zip(live, await journal.check(chain, [Pending.of(s) for s in live]), strict=True):
-        _record(session, send, verdict)
-        if verdict.state in ("in_flight", "landed"):
-            (in_flight if verdict.state == "in_flight" else landed).append(Pending.of(send))
-    session.flush()
-    transfers = list(batch.transfers)
-    todo = [t for t in transfers if t.status in ("pending", "failed")]
-    if not todo:
-        _settle_batch(batch, transfers)
-        return [], in_flight, landed, None
-    token = await _token(chain, Pubkey.from_string(batch.mint_address))
-    needed, balance = sum(t.amount for t in todo), await _treasury_balance(chain, token, platform)
+
+Version = tuple[int, frozenset[uuid.UUID]]
+
+
+def _version(session: Session, batch: PayoutBatch) -> Version:
+    """What a decision to build rests on: how many transactions were journaled, and which transfers wait for one."""
+    sends = session.scalar(select(func.count()).select_from(ChainSend).where(ChainSend.batch_id == batch.id))
+    return int(sends or 0), frozenset(t.id for t in _todo(batch.transfers))
+
+
+def _look(batch_id: uuid.UUID) -> tuple[dict[str, Any] | None, list[Pending]]:
+    """The batch's result if it is finalized, else its journaled transactions that may still land."""
+    with transaction() as session:
+        batch = session.get(PayoutBatch, batch_id)
+        if batch is None:
+            raise PermanentError(f"no payout batch {batch_id}", code="batch_not_found")
+        if batch.status == "finalized":
+            return _result(batch, batch.transfers), []
+        live = session.scalars(
+            select(ChainSend).where(ChainSend.batch_id == batch.id, ChainSend.status.in_(("pending", "confirmed")))
+        ).all()
+        return None, [Pending.of(send) for send in live]
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """A batch once the chain's verdicts on its journaled transactions are recorded."""
+
+    mint: str
+    version: Version
+    todo: list[PayoutTransfer]  # detached: read for building, written only under the lock
+    in_flight: list[Pending]  # to re-send
+    landed: list[Pending]  # to follow
+
+
+def _reconcile(batch_id: uuid.UUID, live: Sequence[Pending], verdicts: Sequence[Verdict]) -> Reconciled:
+    """Record the verdicts on the transactions no concurrent run settled meanwhile; what is left to build."""
+    with transaction() as session:
+        batch = session.get_one(PayoutBatch, batch_id, with_for_update=True)
+        in_flight: list[Pending] = []
+        landed: list[Pending] = []
+        for pending, verdict in zip(live, verdicts, strict=True):
+            send = session.get_one(ChainSend, pending.id)
+            if send.status not in ("pending", "confirmed"):
+                continue
+            _record(session, send, verdict)
+            if verdict.state in ("in_flight", "landed"):
+                (in_flight if verdict.state == "in_flight" else landed).append(pending)
+        session.flush()
+        transfers = list(batch.transfers)
+        todo = _todo(transfers)
+        if not todo:
+            _settle_batch(batch, transfers)
+        return Reconciled(batch.mint_address, _version(session, batch), todo, in_flight, landed)
+
+
+async def _build(
+    chain: Chain, batch_id: uuid.UUID, seen: Reconciled, platform: PlatformKeypair
+) -> list[Pending] | None:
+    """With no transaction open: ask the chain what the transfers still to pay need, and sign them; then journal
+    them. None: a concurrent run moved the batch on meanwhile (nothing was journaled)."""
+    token = await _token(chain, Pubkey.from_string(seen.mint))
+    needed, balance = sum(t.amount for t in seen.todo), await _treasury_balance(chain, token, platform)
     if balance < needed:
         message = f"the treasury holds {balance} base units; the batch still needs {needed}"
-        return [], in_flight, landed, _fail(batch, "treasury_insufficient_funds", message)
+        with transaction() as session:
+            batch = _if_unchanged(session, batch_id, seen.version)
+            failure = None if batch is None else _fail(batch, "treasury_insufficient_funds", message)
+        if failure is None:
+            return None
+        raise failure
     accounts = await chain.accounts(
-        [get_associated_token_address(Pubkey.from_string(t.recipient_wallet), token.mint, token.program) for t in todo]
+        [
+            get_associated_token_address(Pubkey.from_string(t.recipient_wallet), token.mint, token.program)
+            for t in seen.todo
+        ]
     )
     blockhash, last_valid = await chain.latest_blockhash()
-    new = []
-    for packed in pack(
-        batch.id, [(t, a is None) for t, a in zip(todo, accounts, strict=True)], token, platform, blockhash
-    ):
-        send = journal.journal("payout", packed.tx, last_valid, batch_id=batch.id)
-        session.add(send)
-        session.flush()
-        for transfer, index in packed.transfers:
-            transfer.status, transfer.send_id, transfer.signature, transfer.instruction_index = (
-                "submitted",
-                send.id,
-                send.signature,
-                index,
-            )
-            transfer.slot = None
-        new.append(Pending.of(send))
-    _settle_batch(batch, transfers)
-    return new, in_flight, landed, None
+    packed = pack(
+        batch_id, [(t, a is None) for t, a in zip(seen.todo, accounts, strict=True)], token, platform, blockhash
+    )
+    return _journal(batch_id, seen.version, packed, last_valid)
+
+
+def _if_unchanged(session: Session, batch_id: uuid.UUID, version: Version) -> PayoutBatch | None:
+    """The batch locked, if it is still as read (None: a concurrent run moved it on since)."""
+    batch = session.get_one(PayoutBatch, batch_id, with_for_update=True)
+    return batch if _version(session, batch) == version else None
+
+
+def _journal(batch_id: uuid.UUID, version: Version, packed: Sequence[Packed], last_valid: int) -> list[Pending] | None:
+    """Commit the signed transactions before they are sent, if no concurrent run moved the batch on meanwhile."""
+    with transaction() as session:
+        batch = _if_unchanged(session, batch_id, version)
+        if batch is None:
+            return None
+        new = []
+        for one in packed:
+            send = journal.journal("payout", one.tx, last_valid, batch_id=batch.id)
+            session.add(send)
+            session.flush()
+            for transfer, index in one.transfers:
+                row = session.get_one(PayoutTransfer, transfer.id)
+                row.status, row.send_id, row.signature, row.instruction_index, row.slot = (
+                    "submitted",
+                    send.id,
+                    send.signature,
+                    index,
+                    None,
+                )
+            new.append(Pending.of(send))
+        _settle_batch(batch, list(batch.transfers))
+        return new
 
 
 async def pay_batch(chain: Chain, batch_id: uuid.UUID, platform: PlatformKeypair, settings: Settings) -> dict[str, Any]:
-    """Pay (or finish paying) a batch and follow its transactions to finalized; the batch as the result."""
+    """Pay (or finish paying) a batch and follow its transactions to finalized; the batch as the result.
+
+    No row lock is held while the chain is asked: a round reads the batch, asks the chain, and journals new
+    transactions in a short transaction that first checks the batch is still as it was read."""
     for _ in range(ROUNDS):
-        with transaction() as session:
-            batch = session.get(PayoutBatch, batch_id, with_for_update=True)
-            if batch is None:
-                raise PermanentError(f"no payout batch {batch_id}", code="batch_not_found")
-            if batch.status == "finalized":
-                return _result(batch, batch.transfers)
-            new, in_flight, landed, failure = await _prepare(chain, session, batch, platform)
-        if failure is not None:
-            raise failure
-        if new:
+        finished, live = _look(batch_id)
+        if finished is not None:
+            return finished
+        seen = _reconcile(batch_id, live, await journal.check(chain, live))
+        new: list[Pending] = []
+        if seen.todo:
+            journaled = await _build(chain, batch_id, seen, platform)
+            if journaled is None:
+                continue  # a concurrent run journaled first: look again
+            new = journaled
             crash_point("before_send")
-        refused = await journal.send_all(chain, new + in_flight)
+        refused = await journal.send_all(chain, new + seen.in_flight)
         crash_point("after_send")
         if refused:
             raise _refused(batch_id, refused)
-        everything = new + in_flight + landed
+        everything = new + seen.in_flight + seen.landed
         verdicts = await journal.follow(chain, everything, "confirmed", settings)
         _store(batch_id, everything, verdicts)
         if any(v.settled for v in verdicts):
-            continue  # expired or failed: the next round decides under the lock
+            continue  # expired or failed: the next round decides again
         if not all(v.reached("confirmed") for v in verdicts):
             raise TransientError("payout transactions are not confirmed yet", code="payout_unconfirmed")
         crash_point("after_confirm")

@@ -35,7 +35,7 @@ from solders.transaction_status import EncodedTransactionWithStatusMeta, UiConfi
 from sqlalchemy import func, select
 
 from models.music import Nft
-from roadie.chain.client import Chain, RpcUnavailable, connect, rpc_error_code
+from roadie.chain.client import Chain, RpcUnavailable, connect
 from roadie.chain.platform import platform_keypair, treasury
 from roadie.chain.token import ACCOUNT_SIZE
 from roadie.db import advisory_lock_key, autocommit, transaction
@@ -51,6 +51,7 @@ from roadie.indexer.decode import (
     transfer_mints,
 )
 from roadie.jobs.errors import TransientError
+from roadie.retrying import rpc_error_code
 from roadie.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,9 @@ Rules learnt the hard way: the client is constructed directly, never with
 ``pin add`` of a block the node lacks waits for the network forever; adds ask for CIDv1 in base32 with
 raw leaves and Kubo's default chunker, so a CID equals the one ``ipfs add --cid-version=1`` prints for
 the same bytes; ``Size`` is an int on js-ipfs and a string on Kubo. Connection errors and timeouts are
-retried with backoff; when the node stays away the caller gets a :class:`TransientError`, so the job is
-retried later, and a node that answers with an error gives a :class:`PermanentError`.
+retried with backoff (:func:`roadie.retrying.retry_call`); when the node stays away the caller gets a
+:class:`TransientError`, so the job is retried later, and a node that answers with an error gives a
+:class:`PermanentError`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any, TypeVar
 
 import ipfshttpclient
 from ipfshttpclient import exceptions as ipfs_errors
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from roadie.jobs.errors import PermanentError, TransientError
+from roadie.retrying import is_transient, retry_call
 from roadie.settings import get_settings
 
 T = TypeVar("T")
@@ -37,7 +38,8 @@ ADD_OPTIONS: dict[str, Any] = {
     "chunker": "size-262144",
     "opts": {**BASE32, "hash": "sha2-256"},
 }
-_RETRIED = (ipfs_errors.ConnectionError, ipfs_errors.TimeoutError, ipfs_errors.ProtocolError)
+#: The first wait between two tries of a call (it doubles, up to roadie.retrying.CALL_BACKOFF_CAP_S).
+FIRST_RETRY_WAIT_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -62,20 +64,14 @@ class IpfsNode:
         self._client.close()
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=5),
-            retry=retry_if_exception_type(_RETRIED),
-            reraise=True,
-        )
         try:
-            return retrying(call)
-        except _RETRIED as exc:
-            raise TransientError(
-                f"IPFS node at {self.addr} did not answer {what} ({self.attempts} tries): {exc}",
-                code="ipfs_unavailable",
-            ) from exc
+            return retry_call(f"ipfs {what}", self.attempts, FIRST_RETRY_WAIT_S, call)
         except ipfs_errors.Error as exc:
+            if is_transient(exc):
+                raise TransientError(
+                    f"IPFS node at {self.addr} did not answer {what} ({self.attempts} tries): {exc}",
+                    code="ipfs_unavailable",
+                ) from exc
             raise PermanentError(f"IPFS node at {self.addr} refused {what}: {exc}", code="ipfs_rejected") from exc
 
     def version(self) -> dict[str, Any]:

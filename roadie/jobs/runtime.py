@@ -11,7 +11,6 @@ import datetime as dt
 import enum
 import logging
 import os
-import random
 import threading
 import time
 import traceback
@@ -20,48 +19,20 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import httpx
-import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, tuple_, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from models.platform import Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
 from roadie.db import PreparedStatement, autocommit, transaction
-from roadie.jobs.errors import JobCancelled, JobError, TransientError, WaitForChildren
+from roadie.jobs.errors import JobCancelled, JobError, WaitForChildren
 from roadie.jobs.types import JobType
+from roadie.retrying import backoff_seconds, is_transient
 from roadie.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Transient failures are retried; everything else fails the job at once."""
-    if isinstance(exc, TransientError):
-        return True
-    if isinstance(exc, JobError):
-        return False
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code >= 500 or exc.response.status_code == 429
-    return isinstance(
-        exc,
-        TimeoutError
-        | ConnectionError
-        | SoftTimeLimitExceeded
-        | OperationalError
-        | psycopg.OperationalError
-        | httpx.TransportError,
-    )
-
-
-def backoff_seconds(run_attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with "equal jitter": half the delay is fixed, half is random."""
-    ceiling = min(cap, base * 2.0 ** max(run_attempt - 1, 0))
-    jitter: float = (rng or random).uniform(0, ceiling / 2)
-    return ceiling / 2 + jitter
 
 
 @dataclass
