@@ -79,11 +79,14 @@ class ListQuery(BaseModel):
 
 
 def query_dict(request: Request, multi: set[str]) -> dict[str, Any]:
-    """Query parameters as a dict; repeated and comma-separated values become lists for ``multi``."""
+    """Query parameters as a dict; repeated and comma-separated values become lists for ``multi``.
+
+    An empty value stays (``type=`` is ``[""]``), so the model refuses it as it refuses ``error_code=``.
+    """
     data: dict[str, Any] = {}
     for key, value in request.query_params.multi_items():
         if key in multi:
-            data.setdefault(key, []).extend(v for v in value.split(",") if v)
+            data.setdefault(key, []).extend(value.split(","))
         else:
             data[key] = value
     return data
