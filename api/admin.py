@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict, JsonValue
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
+from api.errors import json_response
 from api.http import base_url, parse_body, path_uuid, read_json, require
-from api.params import TextFilter, Timestamp
+from api.params import BaseUnits, TextFilter, Timestamp
 from roadie.db import async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
+from roadie.jobs.views import job_view
 from roadie.ledger import payouts
 
 
@@ -23,10 +28,18 @@ class RetryOne(BaseModel):
     force: bool = Field(default=False, description="Also re-run a job that succeeded.")
 
 
+#: RetryMany's rule in its schema: a filter that narrows, or ``all: true``.
+NARROWED: list[JsonValue] = [
+    {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+    for name in ("type", "error_code", "created_after", "created_before")
+]
+NARROWED_OR_ALL: JsonDict = {"anyOf": [*NARROWED, {"required": ["all"], "properties": {"all": {"const": True}}}]}
+
+
 class RetryMany(BaseModel):
     """A bulk re-run's filter: one that narrows nothing re-runs every job of the status, so it needs ``all``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=NARROWED_OR_ALL)
 
     type: TextFilter | None = None
     status: Literal["failed", "cancelled", "succeeded"] = "failed"
@@ -42,17 +55,47 @@ class RetryMany(BaseModel):
         return bool(self.type or self.error_code or self.created_after or self.created_before)
 
 
-async def retry_job(request: Request) -> JSONResponse:
+class Rerunning(BaseModel):
+    """The jobs a bulk re-run queued again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int
+    job_ids: list[uuid.UUID]
+
+
+class PayoutHold(BaseModel):
+    """A balance owed but held: the owner's wallet cannot receive it. Amounts are integer base units."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: int
+    user_id: uuid.UUID
+    kind: str
+    owed: BaseUnits
+    wallet: str
+    reason: str
+    held_since: dt.datetime
+    last_period_start: dt.datetime
+
+
+class PayoutHolds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    holds: list[PayoutHold]
+
+
+async def retry_job(request: Request) -> Response:
     job_id = path_uuid(request)
     admin = await require(None, request, "admin")  # before reading a byte of the body
     options = parse_body(RetryOne, await read_json(request, empty={}))  # no body: the defaults
     async with async_transaction() as session:
         job = await intake.find_job(session, job_id, admin, lock=True)
         job = await intake.rerun(session, job, actor=admin.name, force=options.force)
-        return JSONResponse(intake.job_view(job, base_url=base_url(request), admin=True), status_code=202)
+        return json_response(job_view(job, base_url=base_url(request), admin=True), 202)
 
 
-async def retry_jobs(request: Request) -> JSONResponse:
+async def retry_jobs(request: Request) -> Response:
     admin = await require(None, request, "admin")  # before reading a byte of the body
     options = parse_body(RetryMany, await read_json(request))  # no body (null) is no filter: 422
     if options.status == "succeeded" and not options.force:
@@ -78,14 +121,14 @@ async def retry_jobs(request: Request) -> JSONResponse:
     )
     async with async_transaction() as session:
         job_ids = await intake.rerun_matching(session, job_filter, admin.name, force=options.force, limit=options.limit)
-    return JSONResponse({"count": len(job_ids), "job_ids": [str(i) for i in job_ids]}, status_code=202)
+    return json_response(Rerunning(count=len(job_ids), job_ids=job_ids), 202)
 
 
-async def payout_holds(request: Request) -> JSONResponse:
+async def payout_holds(request: Request) -> Response:
     """Balances owed but not paid because the owner's wallet cannot receive: they wait for an admin."""
     async with async_transaction() as session:
         await require(session, request, "admin")
-        return JSONResponse({"holds": await payouts.held(session)})
+        return json_response(PayoutHolds.model_validate({"holds": await payouts.held(session)}))
 
 
 routes = [

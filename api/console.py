@@ -43,6 +43,7 @@ from roadie.auth import authenticate, hash_key
 from roadie.db import async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
+from roadie.jobs.views import job_view
 from roadie.ledger import payouts
 from roadie.settings import get_settings
 
@@ -355,7 +356,7 @@ async def job_page(request: Request) -> Response:
         owner = await session.get(ApiClient, job.client_id) if job.client_id else None
         track_id = console_job.track_id_of(job)
         current, previous = console_job.attempts_now(job)
-        view = intake.job_view(job, admin=True)
+        view = job_view(job, admin=True).plain()
         context = {
             "operator": operator,
             "job": view,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, create_model
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api import telemetry
+from api.errors import json_response
 from api.http import base_url, parse, parse_body, path_uuid, read_json, require, require_scope
 from api.params import TextFilter, Timestamp
 from models.platform import JobStatus
@@ -18,6 +19,7 @@ from roadie.jobs import intake
 from roadie.jobs.group_commit import group_commit
 from roadie.jobs.intake import IntakeError, JobFilter
 from roadie.jobs.types import job_types
+from roadie.jobs.views import JobView, job_view
 
 IdempotencyKeyHeader = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 
@@ -29,8 +31,36 @@ class JobRequest(BaseModel):
     payload: dict[str, Any] = Field(description="The job type's payload; {} for a type that needs none.")
 
 
+def job_request_adapter() -> TypeAdapter[Any]:
+    """The body of ``POST /v1/jobs`` per job type, for the document: its ``type``, and its payload model.
+
+    The API validates the same models: the body as JobRequest, then the payload with its type's model.
+    """
+    variants = [
+        create_model(
+            f"JobRequest_{name.replace('.', '_')}",
+            __config__=ConfigDict(extra="forbid"),
+            __doc__=job_type.description,
+            type=(Literal[name], ...),  # type: ignore[arg-type]  # a Literal of a runtime value
+            payload=(job_type.payload_model, ...),
+        )
+        for name, job_type in sorted(job_types().items())
+    ]
+    union: Any = Union[tuple(variants)]  # noqa: UP007 - a union of types known at runtime
+    return TypeAdapter(Annotated[union, Field(discriminator="type")])
+
+
 class IdempotencyHeader(BaseModel):
     key: IdempotencyKeyHeader | None = None
+
+
+class JobPage(BaseModel):
+    """Jobs, newest first; ``next_cursor`` asks for the next page (null on the last)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobView]
+    next_cursor: str | None
 
 
 class ListQuery(BaseModel):
@@ -49,17 +79,20 @@ class ListQuery(BaseModel):
 
 
 def query_dict(request: Request, multi: set[str]) -> dict[str, Any]:
-    """Query parameters as a dict; repeated and comma-separated values become lists for ``multi``."""
+    """Query parameters as a dict; repeated and comma-separated values become lists for ``multi``.
+
+    An empty value stays (``type=`` is ``[""]``), so the model refuses it as it refuses ``error_code=``.
+    """
     data: dict[str, Any] = {}
     for key, value in request.query_params.multi_items():
         if key in multi:
-            data.setdefault(key, []).extend(v for v in value.split(",") if v)
+            data.setdefault(key, []).extend(value.split(","))
         else:
             data[key] = value
     return data
 
 
-async def submit_job(request: Request) -> JSONResponse:
+async def submit_job(request: Request) -> Response:
     client = await require(None, request, "jobs:write")  # before reading a byte of the body
     key = parse(IdempotencyHeader, {"key": request.headers.get("idempotency-key")}, "Idempotency-Key").key
     job_request = parse_body(JobRequest, await read_json(request))
@@ -75,27 +108,27 @@ async def submit_job(request: Request) -> JSONResponse:
     parse_body(job_type.payload_model, job_request.payload, "payload")
     # Committed (with its outbox row) in one transaction with the jobs of concurrent requests.
     submission = await group_commit().submit(job_type, job_request.payload, client=client, idempotency_key=key)
-    view = intake.job_view(submission.job, base_url=base_url(request))
-    headers = {"Location": view["url"]}
+    view = job_view(submission.job, base_url=base_url(request))
+    headers = {"Location": view.url}
     if submission.replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
         telemetry.count_accepted(job_type.name)
     telemetry.annotate(
-        request, job_id=view["id"], job_type=job_type.name, client=client.name, replayed=submission.replayed
+        request, job_id=str(view.id), job_type=job_type.name, client=client.name, replayed=submission.replayed
     )
-    return JSONResponse(view, status_code=202, headers=headers)
+    return json_response(view, 202, headers)
 
 
-async def get_job(request: Request) -> JSONResponse:
+async def get_job(request: Request) -> Response:
     job_id = path_uuid(request)
     async with async_transaction() as session:
         client = await require(session, request, "jobs:read")
         job = await intake.find_job(session, job_id, client)
-        return JSONResponse(intake.job_view(job, base_url=base_url(request), admin="admin" in client.scopes))
+        return json_response(job_view(job, base_url=base_url(request), admin="admin" in client.scopes))
 
 
-async def list_jobs(request: Request) -> JSONResponse:
+async def list_jobs(request: Request) -> Response:
     async with async_transaction() as session:
         client = await require(session, request, "jobs:read")
         query = parse(ListQuery, query_dict(request, {"status", "type"}))
@@ -103,16 +136,16 @@ async def list_jobs(request: Request) -> JSONResponse:
             session, client, query.job_filter(), limit=query.limit, cursor=query.cursor
         )
         url = base_url(request)
-        return JSONResponse({"jobs": [intake.job_view(job, base_url=url) for job in jobs], "next_cursor": next_cursor})
+        return json_response(JobPage(jobs=[job_view(job, base_url=url) for job in jobs], next_cursor=next_cursor))
 
 
-async def cancel_job(request: Request) -> JSONResponse:
+async def cancel_job(request: Request) -> Response:
     job_id = path_uuid(request)
     async with async_transaction() as session:
         client = await require(session, request, "jobs:write")
         job = await intake.find_job(session, job_id, client, lock=True)
         job = await intake.cancel(session, job, actor=client.name)
-        return JSONResponse(intake.job_view(job, base_url=base_url(request)), status_code=202)
+        return json_response(job_view(job, base_url=base_url(request)), 202)
 
 
 routes = [

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api.errors import json_response
 from api.http import parse, parse_body, read_json, require
-from api.params import BigIntCursor, BigIntId, Timestamp, path_bigint
-from models.ledger import PAYOUT_STATUSES, LedgerAccount, LedgerEntry, LedgerTransaction, Payout, Sale
+from api.params import BaseUnits, BigIntCursor, BigIntId, Timestamp, path_bigint
+from models.ledger import (
+    ACCOUNT_KINDS,
+    PAYOUT_STATUSES,
+    TRANSACTION_KINDS,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Payout,
+    Sale,
+)
 from roadie.db import async_transaction
 from roadie.jobs.errors import PermanentError
 from roadie.jobs.intake import IntakeError
@@ -74,11 +84,86 @@ class EntriesQuery(BaseModel):
     before_id: BigIntId | None = Field(default=None, description="Cursor: entries older than this id.")
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
+class View(BaseModel):
+    """A response body: exactly these fields. Amounts are strings of integer base units."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
-async def post_plays(request: Request) -> JSONResponse:
+class RefusedPlay(View):
+    index: int = Field(description="The event's position in the batch.")
+    field: str
+    reason: str
+
+
+class PlayReceipt(View):
+    accepted: int
+    duplicate: int = Field(description="Events whose event_id was stored before (or earlier in the batch).")
+    rejected: int
+    errors: list[RefusedPlay]
+
+
+class CreatorShare(View):
+    user_id: uuid.UUID
+    share: int
+    amount: BaseUnits
+
+
+class SaleView(View):
+    id: uuid.UUID
+    signature: str
+    nft_id: uuid.UUID
+    price: BaseUnits
+    seller_fee_basis_points: int
+    royalty: BaseUnits
+    creators: list[CreatorShare]
+    sold_at: dt.datetime
+    recorded_at: dt.datetime
+    distributed: bool = Field(description="Whether a ledger run has split the royalty.")
+
+
+class TransactionView(View):
+    id: int
+    key: str
+    kind: Literal[TRANSACTION_KINDS]  # type: ignore[valid-type]
+    effective_at: dt.datetime
+
+
+class EntryView(View):
+    id: int
+    amount: BaseUnits
+    transaction: TransactionView
+
+
+class AccountView(View):
+    id: int
+    kind: Literal[ACCOUNT_KINDS]  # type: ignore[valid-type]
+    user_id: uuid.UUID | None
+    balance: BaseUnits = Field(description="The sum of the account's entries.")
+    entries: list[EntryView]
+    next_before_id: int | None = Field(description="Cursor for the next (older) page; null on the last.")
+
+
+class PayoutView(View):
+    id: int
+    account_id: int
+    kind: str
+    period_start: dt.datetime
+    amount: BaseUnits
+    wallet: str
+    status: Literal[PAYOUT_STATUSES]  # type: ignore[valid-type]
+    batch_key: str
+    batch_id: uuid.UUID | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PayoutPage(View):
+    payouts: list[PayoutView]
+    next_after_id: int | None = Field(description="Cursor for the next page; null on the last.")
+
+
+async def post_plays(request: Request) -> Response:
     """200 with the counts; 422 when no event of the batch could be stored (every error named)."""
     client = await require(None, request, "plays:write")  # before reading a byte of the body
     batch = parse_body(PlayBatch, await read_json(request))
@@ -88,10 +173,10 @@ async def post_plays(request: Request) -> JSONResponse:
         if receipt.rejected and not (receipt.accepted or receipt.duplicate):
             fields = [{"field": error["field"], "reason": error["reason"]} for error in receipt.rejected]
             raise IntakeError(422, "validation_error", f"all {len(batch.events)} events were refused", fields)
-    return JSONResponse(receipt.view())
+    return json_response(PlayReceipt.model_validate(receipt.view()))
 
 
-async def post_sale(request: Request) -> JSONResponse:
+async def post_sale(request: Request) -> Response:
     """201 with a new sale, 200 with the stored one when its signature was reported before."""
     await require(None, request, "sales:write")  # before reading a byte of the body
     body = parse_body(SaleRequest, await read_json(request))
@@ -111,31 +196,31 @@ async def post_sale(request: Request) -> JSONResponse:
             field = SALE_FIELDS.get(exc.code, "body")
             raise IntakeError(422, exc.code, exc.message, [{"field": field, "reason": exc.message}]) from exc
         view = await _sale_view(session, stored)
-    return JSONResponse(view, status_code=201 if new else 200)
+    return json_response(view, 201 if new else 200)
 
 
-async def _sale_view(session: AsyncSession, sale: Sale) -> dict[str, Any]:
+async def _sale_view(session: AsyncSession, sale: Sale) -> SaleView:
     creators = (
         await session.execute(
             text("SELECT user_id, share, amount FROM sale_creators WHERE sale_id = :s ORDER BY share DESC, user_id"),
             {"s": sale.id},
         )
     ).all()
-    return {
-        "id": str(sale.id),
-        "signature": sale.signature,
-        "nft_id": str(sale.nft_id),
-        "price": str(sale.price),
-        "seller_fee_basis_points": sale.seller_fee_basis_points,
-        "royalty": str(sale.royalty),
-        "creators": [{"user_id": str(u), "share": s, "amount": str(int(a))} for u, s, a in creators],
-        "sold_at": _iso(sale.sold_at),
-        "recorded_at": _iso(sale.recorded_at),
-        "distributed": sale.run_id is not None,
-    }
+    return SaleView(
+        id=sale.id,
+        signature=sale.signature,
+        nft_id=sale.nft_id,
+        price=str(sale.price),
+        seller_fee_basis_points=sale.seller_fee_basis_points,
+        royalty=str(sale.royalty),
+        creators=[CreatorShare(user_id=u, share=s, amount=str(int(a))) for u, s, a in creators],
+        sold_at=sale.sold_at,
+        recorded_at=sale.recorded_at,
+        distributed=sale.run_id is not None,
+    )
 
 
-async def get_account(request: Request) -> JSONResponse:
+async def get_account(request: Request) -> Response:
     """An account's balance (the sum of its entries) and its entries, newest first."""
     raw = request.path_params["account_id"]
     async with async_transaction() as session:
@@ -163,26 +248,26 @@ async def get_account(request: Request) -> JSONResponse:
             text("SELECT COALESCE(sum(amount), 0) FROM ledger_entries WHERE account_id = :a"), {"a": account.id}
         )
     page = rows[: query.limit]
-    return JSONResponse(
-        {
-            "id": account.id,
-            "kind": account.kind,
-            "user_id": str(account.user_id) if account.user_id else None,
-            "balance": str(int(derived or 0)),
-            "entries": [
-                {
-                    "id": entry.id,
-                    "amount": str(entry.amount),
-                    "transaction": {"id": tx.id, "key": tx.key, "kind": tx.kind, "effective_at": _iso(tx.effective_at)},
-                }
+    return json_response(
+        AccountView(
+            id=account.id,
+            kind=account.kind,
+            user_id=account.user_id,
+            balance=str(int(derived or 0)),
+            entries=[
+                EntryView(
+                    id=entry.id,
+                    amount=str(entry.amount),
+                    transaction=TransactionView(id=tx.id, key=tx.key, kind=tx.kind, effective_at=tx.effective_at),
+                )
                 for entry, tx in page
             ],
-            "next_before_id": page[-1][0].id if len(rows) > query.limit else None,
-        }
+            next_before_id=page[-1][0].id if len(rows) > query.limit else None,
+        )
     )
 
 
-async def list_payouts(request: Request) -> JSONResponse:
+async def list_payouts(request: Request) -> Response:
     """Payouts by period, account and status, oldest first."""
     async with async_transaction() as session:
         await require(session, request, "ledger:read")
@@ -196,26 +281,26 @@ async def list_payouts(request: Request) -> JSONResponse:
             statement = statement.where(Payout.status == query.status)
         found = list((await session.scalars(statement)).all())
     page = found[: query.limit]
-    return JSONResponse(
-        {
-            "payouts": [
-                {
-                    "id": p.id,
-                    "account_id": p.account_id,
-                    "kind": p.kind,
-                    "period_start": _iso(p.period_start),
-                    "amount": str(p.amount),
-                    "wallet": p.wallet,
-                    "status": p.status,
-                    "batch_key": p.batch_key,
-                    "batch_id": str(p.batch_id) if p.batch_id else None,
-                    "created_at": _iso(p.created_at),
-                    "updated_at": _iso(p.updated_at),
-                }
+    return json_response(
+        PayoutPage(
+            payouts=[
+                PayoutView(
+                    id=p.id,
+                    account_id=p.account_id,
+                    kind=p.kind,
+                    period_start=p.period_start,
+                    amount=str(p.amount),
+                    wallet=p.wallet,
+                    status=p.status,
+                    batch_key=p.batch_key,
+                    batch_id=p.batch_id,
+                    created_at=p.created_at,
+                    updated_at=p.updated_at,
+                )
                 for p in page
             ],
-            "next_after_id": page[-1].id if len(found) > query.limit else None,
-        }
+            next_after_id=page[-1].id if len(found) > query.limit else None,
+        )
     )
 
 

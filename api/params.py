@@ -48,6 +48,9 @@ def _iso_8601(value: object) -> object:
         raise ValueError("is out of range in UTC") from exc
 
 
+#: An amount of money in integer base units, as a JSON string (a double would round it).
+BaseUnits = Annotated[str, Field(pattern=r"^-?[0-9]+$", description="Integer base units, as a string.")]
+
 #: A point in time with its zone (an ISO 8601 string), in UTC.
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
 

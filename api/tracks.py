@@ -10,25 +10,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api import telemetry
+from api.errors import json_response
 from api.http import base_url, decode_json, parse, parse_body, require
 from api.jobs import IdempotencyHeader
 from api.multipart import StreamingForm
 from roadie.db import async_transaction
 from roadie.ingest import upload
 from roadie.ingest.upload import StagedFile, TrackFields
-from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError
+from roadie.jobs.views import JobView, job_view
 from roadie.media import ffmpeg, sniff
 from roadie.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+
+class TrackUpload(BaseModel):
+    """The parts of the multipart body (``multipart/form-data``); ``metadata`` is a JSON part."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audio: bytes = Field(description="MP3, FLAC, WAV, Ogg, M4A, AAC or AIFF (sniffed from its bytes)")
+    cover: bytes | None = Field(default=None, description="JPEG, PNG, WebP or GIF (sniffed from its bytes)")
+    metadata: TrackFields
+
+
+class TrackAccepted(JobView):
+    """The track's ``track.ingest`` job, and the track it creates."""
+
+    track_id: uuid.UUID
 
 
 def _sniff(part: str, head: bytes) -> None:
@@ -71,7 +90,7 @@ async def _probe(path: Path) -> ffmpeg.Probe:
         raise IntakeError(503, exc.code, "uploads are unavailable: the API cannot inspect audio") from exc
 
 
-async def upload_track(request: Request) -> JSONResponse:
+async def upload_track(request: Request) -> Response:
     settings = get_settings()
     key = parse(IdempotencyHeader, {"key": request.headers.get("idempotency-key")}, "Idempotency-Key").key
     async with async_transaction() as session:  # before reading a byte of the body
@@ -107,23 +126,24 @@ async def upload_track(request: Request) -> JSONResponse:
         try:
             async with async_transaction() as session:
                 accepted = await upload.accept(session, client, fields, audio, cover, idempotency_key=key)
-                view = intake.job_view(accepted.submission.job, base_url=base_url(request))
+                view = job_view(accepted.submission.job, base_url=base_url(request))
         except BaseException:
             if accepted is not None:  # moved into place, but the transaction did not commit
                 upload.delete_blobs(accepted.placed)
             raise
     finally:
         form.discard()  # whatever was not moved onto a track's keys (a replay's, a refusal's)
-    headers = {"Location": view["url"]}
+    headers = {"Location": view.url}
     if accepted.submission.replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
         telemetry.count_accepted("track.ingest")
     log.info(
         "track.accepted",
-        extra={"track_id": str(accepted.track_id), "job_id": view["id"], "replayed": accepted.submission.replayed},
+        extra={"track_id": str(accepted.track_id), "job_id": str(view.id), "replayed": accepted.submission.replayed},
     )
-    return JSONResponse({**view, "track_id": str(accepted.track_id)}, status_code=202, headers=headers)
+    body = TrackAccepted(**{name: getattr(view, name) for name in view.model_fields_set}, track_id=accepted.track_id)
+    return json_response(body, 202, headers)
 
 
 routes: list[BaseRoute] = [Route("/v1/tracks", upload_track, methods=["POST"])]

@@ -22,6 +22,7 @@ from models.platform import SCOPES, JobStatus
 from roadie.db import async_engine, async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
+from roadie.jobs.views import job_view
 
 T = TypeVar("T")
 
@@ -325,7 +326,7 @@ def jobs_list(
             found, _ = await intake.list_jobs(
                 session, None, _job_filter(statuses, types, since, until, error_code), limit=limit, cursor=None
             )
-            return [intake.job_view(job) for job in found]
+            return [job_view(job).plain() for job in found]
 
     for job in _run(work):
         error = f" {job['error']['code']}" if job["error"] else ""
@@ -339,7 +340,7 @@ def jobs_show(job_id: uuid.UUID) -> None:
 
     async def work() -> dict[str, Any]:
         async with async_transaction() as session:
-            return intake.job_view(await intake.load_job(session, job_id), admin=True)
+            return job_view(await intake.load_job(session, job_id), admin=True).plain()
 
     _echo_json(_run(work))
 
@@ -394,7 +395,7 @@ def jobs_cancel(job_id: uuid.UUID) -> None:
     async def work() -> dict[str, Any]:
         async with async_transaction() as session:
             job = await intake.load_job(session, job_id)
-            return intake.job_view(await intake.cancel(session, job, _actor()))
+            return job_view(await intake.cancel(session, job, _actor())).plain()
 
     job = _run(work)
     click.echo(f"{job['id']} {job['status']}{' (stop requested)' if job['cancel_requested'] else ''}")

@@ -222,7 +222,8 @@ def test_list_filters_by_status_type_and_time_range(client: httpx.Client) -> Non
     ("params", "field"),
     [({"status": "bogus"}, "status.0"), ({"limit": "0"}, "limit"), ({"cursor": "!!"}, "cursor"),
      ({"created_after": "yesterday"}, "created_after"), ({"type": "a\x00b"}, "type.0"),
-     ({"error_code": "a\x00b"}, "error_code"), ({"cursor": "a\x00b"}, "cursor")],
+     ({"error_code": "a\x00b"}, "error_code"), ({"cursor": "a\x00b"}, "cursor"), ({"type": ""}, "type.0"),
+     ({"status": "queued,"}, "status.1"), ({"error_code": ""}, "error_code")],
 )  # fmt: skip
 def test_bad_list_parameters_are_422(client: httpx.Client, params: dict[str, str], field: str) -> None:
     response = client.get("/v1/jobs", params=params)

@@ -42,7 +42,7 @@ def field_error(name: str, reason: str) -> dict[str, str]:
 
 @dataclass
 class NewJob:
-    """A job the API's group commit just inserted, as :func:`job_view` reads it.
+    """A job the API's group commit just inserted, as :func:`roadie.jobs.views.job_view` reads it.
 
     The 202 of ``POST /v1/jobs`` is built from this: an ORM object per request cost the API more
     CPU than the rest of the request. Past ``created_at``, its fields hold what a job nothing has
@@ -372,61 +372,3 @@ async def rerun_matching(
         await rerun(session, job, actor, force=force)
         rerun_ids.append(job.id)
     return rerun_ids
-
-
-def job_view(job: Job | NewJob, *, base_url: str = "", admin: bool = False) -> dict[str, Any]:
-    """The JSON shape of a job for the API and the CLI."""
-
-    def iso(value: dt.datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
-    view: dict[str, Any] = {
-        "id": str(job.id),
-        "url": f"{base_url}/v1/jobs/{job.id}",
-        "type": job.type,
-        "queue": job.queue,
-        "status": job.status,
-        "payload": job.payload,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "progress": {"percent": job.progress_percent, "stage": job.progress_stage},
-        "result": job.result,
-        "error": (
-            {"code": job.error_code, "message": job.error_message}
-            | ({"traceback": job.error_traceback} if admin else {})
-            if job.error_code
-            else None
-        ),
-        "cancel_requested": job.cancel_requested,
-        "idempotency_key": job.idempotency_key,
-        "request_id": job.request_id,
-        "parent_id": str(job.parent_id) if job.parent_id else None,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "next_attempt_at": iso(job.next_attempt_at),
-    }
-    if "children" in job.__dict__:
-        view["children"] = [
-            {"id": str(c.id), "type": c.type, "status": c.status, "progress": c.progress_percent} for c in job.children
-        ]
-    if "events" in job.__dict__:
-        view["reruns"] = [
-            {"by": e.actor, "at": iso(e.created_at), "attempt": e.attempt, **(e.detail or {})}
-            for e in job.events
-            if e.kind == "rerun"
-        ]
-    if "attempt_rows" in job.__dict__:
-        view["attempt_history"] = [
-            {
-                "number": a.number,
-                "worker": a.worker,
-                "outcome": a.outcome,
-                "started_at": iso(a.started_at),
-                "finished_at": iso(a.finished_at),
-                "error_code": a.error_code,
-                "error_message": a.error_message,
-            }
-            for a in job.attempt_rows
-        ]
-    return view

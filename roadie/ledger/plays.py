@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -39,7 +39,9 @@ class PlayBatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    events: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+    events: list[Annotated[Any, PlainValidator(lambda event: event, json_schema_input_type=PlayEvent)]] = Field(
+        min_length=1, max_length=MAX_BATCH, description="PlayEvents, validated one by one by record_plays."
+    )
 
 
 @dataclass
