@@ -13,12 +13,19 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from api import admin, console, health, jobs, ledger, openapi, telemetry, tracks
-from api.errors import on_client_disconnect, on_http_error, on_intake_error, on_unexpected_error
+from api.errors import (
+    on_client_disconnect,
+    on_dependency_unavailable,
+    on_http_error,
+    on_intake_error,
+    on_unexpected_error,
+)
 from api.telemetry import RequestContextMiddleware
 from roadie.db import use_role
 from roadie.heap import freeze_startup_heap
 from roadie.jobs.intake import IntakeError
 from roadie.logs import configure_logging
+from roadie.retrying import TRANSIENT_ERROR_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ def create_app() -> Starlette:
             IntakeError: on_intake_error,
             HTTPException: on_http_error,
             ClientDisconnect: on_client_disconnect,
+            **dict.fromkeys(TRANSIENT_ERROR_TYPES, on_dependency_unavailable),
             Exception: on_unexpected_error,
         },
     )

@@ -97,6 +97,20 @@ async def on_client_disconnect(request: Request, exc: Exception) -> Response:
     return error_response(400, "client_disconnected", "the client closed the connection before the body arrived")
 
 
+async def on_dependency_unavailable(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After: a service the API needs (the database) did not answer in time. Not our fault,
+    so no traceback; a retry with the same Idempotency-Key may get past it."""
+    log.warning("api.dependency_unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+    response = error_response(
+        503,
+        "unavailable",
+        "a service the API depends on did not answer in time; the request may not have been stored: "
+        "retry it, with the same Idempotency-Key",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("api.unhandled_error", extra={"path": request.url.path})
     response = error_response(500, "internal_error", "internal error")

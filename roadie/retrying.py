@@ -34,6 +34,19 @@ T = TypeVar("T")
 
 #: JSON-RPC error codes worth another try: node unhealthy / behind, internal error.
 TRANSIENT_RPC_CODES = {-32005, -32603, -32016}
+#: Failures transient by their type alone: no answer in time, or no connection. (An IPFS node that answered
+#: with an error, ErrorResponse of any status, will answer it again.)
+TRANSIENT_ERROR_TYPES: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    ConnectionError,
+    httpx.TransportError,
+    ipfs_errors.ConnectionError,
+    ipfs_errors.TimeoutError,
+    ipfs_errors.ProtocolError,
+    OperationalError,
+    psycopg.OperationalError,
+    SoftTimeLimitExceeded,
+)
 #: The longest wait between two tries of one client call.
 CALL_BACKOFF_CAP_S = 5.0
 
@@ -68,19 +81,7 @@ def is_transient(exc: BaseException) -> bool:
         return rpc_error_code(exc) in TRANSIENT_RPC_CODES
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code >= 500 or exc.response.status_code == 429
-    # An IPFS node that answered with an error (ErrorResponse, any status) will answer it again.
-    return isinstance(
-        exc,
-        TimeoutError
-        | ConnectionError
-        | httpx.TransportError
-        | ipfs_errors.ConnectionError
-        | ipfs_errors.TimeoutError
-        | ipfs_errors.ProtocolError
-        | OperationalError
-        | psycopg.OperationalError
-        | SoftTimeLimitExceeded,
-    )
+    return isinstance(exc, TRANSIENT_ERROR_TYPES)
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -6,6 +6,9 @@ worker can run on long after the worker stopped waiting for it.
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +20,7 @@ from roadie import db
 from roadie.db import transaction, use_role
 from roadie.retrying import is_transient
 from roadie.settings import get_settings
+from tests.conftest import Processes, create_key, free_port
 from tests.helpers import submit, wait_for_job
 
 
@@ -91,3 +95,47 @@ def test_the_running_api_relay_and_worker_connect_in_their_roles(client: httpx.C
         )
 
     assert {"roadie-api", "roadie-relay", "roadie-worker"} <= names
+
+
+def test_an_api_request_the_database_cannot_answer_in_time_is_503_with_retry_after_not_500(
+    processes: Processes, database: str
+) -> None:
+    port = free_port()
+    api = processes.api(port, os.environ | {"ROADIE_DB_STATEMENT_TIMEOUT_API_S": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not _ready(url):
+        assert time.monotonic() < deadline, api.log()
+        time.sleep(0.2)
+    key = create_key(f"client-{uuid.uuid4().hex[:8]}", ["jobs:write", "jobs:rehearse"])
+    try:
+        with db.sync_engine().connect() as blocker, blocker.begin() as locked:
+            blocker.execute(text("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"))  # as a long migration would
+            answer = httpx.post(
+                f"{url}/v1/jobs",
+                json={"type": "platform.echo", "payload": {}},
+                headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "while-locked"},
+                timeout=30,
+            )
+            locked.rollback()
+        retried = httpx.post(
+            f"{url}/v1/jobs",
+            json={"type": "platform.echo", "payload": {}},
+            headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "while-locked"},
+            timeout=30,
+        )
+    finally:
+        api.stop()
+
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert retried.status_code == 202
+    assert [line for line in api.log().splitlines() if "Traceback" in line] == []
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
