@@ -34,8 +34,8 @@ from roadie.ledger.plays import PlayBatch
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
-#: The refusals any authenticated operation may answer (see api/errors.py).
-ERRORS = (400, 401, 403, 404, 405, 409, 413, 415, 422)
+#: The refusals any authenticated operation may answer (see api/errors.py); 503: the database did not answer in time.
+ERRORS = (400, 401, 403, 404, 405, 409, 413, 415, 422, 503)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,6 @@ def operations() -> tuple[Operation, ...]:
             "tracks:write",
             form=TrackUpload,
             params=(IDEMPOTENCY_KEY,),
-            errors=(*ERRORS, 503),
         ),
         Operation(
             "post",
