@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@echo "Installing Roadie and its Python packages into $(VENV) (a minute or two on a fresh machine) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install $$([ -t 1 ] || echo --quiet) --python $(BIN)/python -e '.[dev]'  # uv's progress bars on a terminal
 	touch $(STAMP)
 
 install: $(STAMP)
