@@ -65,17 +65,14 @@ def make_tracks(count: int) -> list[uuid.UUID]:
 
 
 def enqueue(track_ids: list[uuid.UUID]) -> None:
-    from models.platform import OutboxMessage
+    """One ``nft.mint`` job per track, created as the pipeline creates its mint stage."""
     from roadie.db import transaction
-    from roadie.jobs.intake import new_job
+    from roadie.jobs import creation
     from roadie.jobs.types import job_types
 
     with transaction() as session:
         for track_id in track_ids:
-            job = new_job(job_types()["nft.mint"], {"track_id": str(track_id)})
-            session.add(job)
-            session.flush()
-            session.add(OutboxMessage(job_id=job.id))
+            creation.enqueue(session, job_types()["nft.mint"], {"track_id": str(track_id)}, actor="bench")
 
 
 def run_roadie(bench: Bench, mints: int, workers: int) -> float:

@@ -12,8 +12,9 @@ Both sides use the same method and the same worker flags (ONE worker of the ``de
    not part of the result) and check the queue holds N messages;
 3. t0: ``add_consumer default``; stop the clock when every job ran (polled every 20 ms).
 
-Roadie: N ``platform.echo`` jobs with payload ``{}`` are accepted through the intake service
-(``roadie.jobs.intake.submit``: job row + outbox row + event, as the API does) while no relay runs;
+Roadie: N ``platform.echo`` jobs with payload ``{}`` are accepted through the API's group commit
+(``roadie.jobs.group_commit``: job row + outbox row + event, as ``POST /v1/jobs`` does, for a bench
+API client) while no relay runs;
 the relay's own publishing step (``roadie.jobs.outbox.relay_once``, 500 rows per transaction) then
 drains the outbox onto the broker. Done when the ledger shows N finished jobs (all must succeed).
 Baseline: N ``apply_async`` of bench/bare_app.py's no-op task, which INCRs a Redis counter;
@@ -98,19 +99,21 @@ def timed(
 
 
 def insert_jobs(count: int) -> None:
-    """Accept ``count`` echo jobs through the intake service, ``INSERT_BATCH`` per transaction."""
+    """Accept ``count`` echo jobs through the API's group commit, ``INSERT_BATCH`` requests at a time."""
+    from roadie import auth
     from roadie.db import async_engine, async_transaction
-    from roadie.jobs import intake
+    from roadie.jobs.group_commit import group_commit
     from roadie.jobs.types import job_types
 
     job_type = job_types()["platform.echo"]
 
     async def work() -> None:
         try:
+            async with async_transaction() as session:
+                client, _ = await auth.create_client(session, "bench-throughput", ["jobs:write"])
             for first in range(0, count, INSERT_BATCH):
-                async with async_transaction() as session:
-                    for _ in range(min(INSERT_BATCH, count - first)):
-                        await intake.submit(session, job_type, {}, client=None)
+                requests = range(min(INSERT_BATCH, count - first))
+                await asyncio.gather(*(group_commit().submit(job_type, {}, client=client) for _ in requests))
         finally:
             await async_engine().dispose()
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from models.platform import Job, JobStatus
 from roadie.chain.addresses import SolanaMint
 from roadie.db import transaction
-from roadie.jobs import intake
+from roadie.jobs import creation
 from roadie.jobs.errors import PermanentError
 from roadie.jobs.runtime import JobContext
 from roadie.jobs.types import job_type, job_types
@@ -124,7 +124,7 @@ def enqueue(type_name: str, payload: dict[str, Any]) -> uuid.UUID | None:
         )
         if waiting is not None:
             return None
-        return intake.enqueue(session, job_types()[type_name], payload, actor="beat").id
+        return creation.enqueue(session, job_types()[type_name], payload, actor="beat").id
 
 
 def _from_beat(type_name: str, payload: dict[str, Any]) -> str | None:

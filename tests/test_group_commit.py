@@ -19,8 +19,9 @@ from sqlalchemy import exists, func, select, update
 from models.platform import ApiClient, IdempotencyKey, Job, JobEvent, OutboxMessage
 from roadie import auth
 from roadie.db import async_engine, async_transaction, transaction
+from roadie.jobs.creation import Submission
 from roadie.jobs.group_commit import GroupCommit
-from roadie.jobs.intake import IntakeError, Submission
+from roadie.jobs.intake import IntakeError
 from roadie.jobs.types import job_types
 from roadie.settings import get_settings
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from models.platform import Job, JobEvent
 from roadie.db import transaction
-from roadie.jobs.intake import enqueue
+from roadie.jobs.creation import enqueue
 from roadie.jobs.types import job_types
 from roadie.processes import ProcessGroup, beat_command
 from roadie.settings import get_settings

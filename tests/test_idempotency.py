@@ -13,8 +13,9 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from models.platform import ApiClient, Job
-from roadie.db import async_engine, async_transaction, transaction
-from roadie.jobs import intake
+from roadie.db import async_engine, transaction
+from roadie.jobs.creation import Submission
+from roadie.jobs.group_commit import group_commit
 from roadie.jobs.types import job_types
 
 
@@ -74,22 +75,24 @@ def test_a_key_is_kept_24_hours_then_forgotten(client: httpx.Client) -> None:
         api_client = session.scalars(select(ApiClient)).one()
     echo = job_types()["platform.echo"]
 
-    async def submit_at(moment: dt.datetime) -> intake.Submission:
-        try:
-            async with async_transaction() as session:
-                owner = await session.get(ApiClient, api_client.id)
-                return await intake.submit(session, echo, {"n": 1}, client=owner, idempotency_key="daily", now=moment)
-        finally:
-            await async_engine().dispose()
+    def post_at(moment: dt.datetime) -> Submission:
+        """The API's own step for ``POST /v1/jobs`` (its group commit), with the clock at ``moment``."""
+
+        async def submit() -> Submission:
+            try:
+                return await group_commit().submit(echo, {"n": 1}, client=api_client, idempotency_key="daily")
+            finally:
+                await async_engine().dispose()
+
+        with freeze_time(moment):
+            return asyncio.run(submit())
 
     start = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
-    with freeze_time(start):
-        first = asyncio.run(submit_at(dt.datetime.now(dt.UTC)))
-    with freeze_time(start + dt.timedelta(hours=23, minutes=59)):
-        replay = asyncio.run(submit_at(dt.datetime.now(dt.UTC)))
-    with freeze_time(start + dt.timedelta(hours=24, minutes=1)):
-        fresh = asyncio.run(submit_at(dt.datetime.now(dt.UTC)))
+    first = post_at(start)
+    replay = post_at(start + dt.timedelta(hours=23, minutes=59))
+    fresh = post_at(start + dt.timedelta(hours=24, minutes=1))
 
+    assert not first.replayed
     assert replay.replayed
     assert replay.job.id == first.job.id
     assert not fresh.replayed

@@ -12,8 +12,8 @@ from models.music import Track, User
 from models.platform import Job, JobEvent, JobStatus
 from roadie.db import transaction
 from roadie.ingest import pipeline
+from roadie.jobs.creation import new_job
 from roadie.jobs.errors import PermanentError, WaitForChildren
-from roadie.jobs.intake import new_job
 from roadie.jobs.runtime import Claim, claim
 from roadie.jobs.types import job_types
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from roadie.db import transaction
-from roadie.jobs.intake import new_job
+from roadie.jobs.creation import new_job
 from roadie.jobs.types import job_types
 from roadie.logs import REDACTED, bind, clear, redact, redact_text
 from roadie.processes import ProcessGroup

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("without_relay_or_workers")
 
 
 def _job(parent: Job | None = None, status: str = JobStatus.QUEUED) -> uuid.UUID:
-    from roadie.jobs.intake import new_job
+    from roadie.jobs.creation import new_job
 
     with transaction() as session:
         job = new_job(ECHO, {}, parent_id=parent.id if parent else None)

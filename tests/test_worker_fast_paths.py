@@ -17,8 +17,8 @@ from sqlalchemy import func, select, update
 from models.platform import Job, JobAttempt, JobStatus
 from roadie import db
 from roadie.db import autocommit, autocommit_engine, transaction
+from roadie.jobs.creation import new_job
 from roadie.jobs.errors import WaitForChildren
-from roadie.jobs.intake import new_job
 from roadie.jobs.runtime import (
     Claim,
     Dropped,

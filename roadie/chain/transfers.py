@@ -46,8 +46,8 @@ from roadie.chain.keys import PlatformKeypair
 from roadie.chain.platform import reward_mint
 from roadie.chain.sending import MAX_TRANSACTION_BYTES, sign
 from roadie.db import transaction
+from roadie.jobs.creation import enqueue
 from roadie.jobs.errors import PermanentError, TransientError
-from roadie.jobs.intake import enqueue
 from roadie.settings import Settings
 
 MEMO_PREFIX = "roadie:payout:"

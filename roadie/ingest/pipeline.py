@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from models.music import Track
 from models.platform import Job, JobEvent, JobStatus
 from roadie.db import transaction
+from roadie.jobs.creation import enqueue
 from roadie.jobs.errors import PermanentError, WaitForChildren
-from roadie.jobs.intake import enqueue
 from roadie.jobs.types import job_types
 
 

@@ -2,16 +2,15 @@
 
 The API streams the files into uncommitted blobs first; this module checks them (ffprobe), then in
 one transaction finds or creates the artist by wallet, creates the track (``ingesting``), moves the
-blobs onto the track's keys, records them as track files and submits ``track.ingest`` through the
-platform's intake, which honours the Idempotency-Key: the same upload with the same key is the same
-track and job. If the transaction fails, the blobs it moved are deleted again.
+blobs onto the track's keys, records them as track files and creates ``track.ingest`` with
+``roadie.jobs.creation``, the same rules and statement as ``POST /v1/jobs``: the same upload with the
+same Idempotency-Key is the same track and job. If the transaction fails, the blobs it moved are
+deleted again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from models.music import Track, TrackFile, User, UserWallet, Wallet
 from models.platform import ApiClient
 from roadie import blobs
 from roadie.chain.addresses import SolanaWallet
-from roadie.jobs import intake
-from roadie.jobs.intake import IntakeError, Submission, field_error
+from roadie.jobs.creation import JobRequest, Submission, fingerprint, insert_jobs, resolve_keys
+from roadie.jobs.intake import IntakeError, field_error
 from roadie.jobs.types import job_types
 from roadie.media.ffmpeg import Probe
 
@@ -97,13 +96,14 @@ class StagedFile:
 
 def request_fingerprint(fields: TrackFields, audio: StagedFile, cover: StagedFile | None) -> str:
     """An upload's identity for its Idempotency-Key: the fields and the bytes of each file."""
-    identity = {
-        "type": "track.upload",
-        "fields": fields.model_dump(mode="json"),
-        "audio": audio.blob.sha256,
-        "cover": cover.blob.sha256 if cover else None,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return fingerprint(
+        {
+            "type": "track.upload",
+            "fields": fields.model_dump(mode="json"),
+            "audio": audio.blob.sha256,
+            "cover": cover.blob.sha256 if cover else None,
+        }
+    )
 
 
 async def artist_for_wallet(session: AsyncSession, address: str) -> uuid.UUID:
@@ -155,17 +155,25 @@ async def accept(
 
     Must run inside the caller's transaction; on a replay (same key, same upload) it creates nothing.
     """
-    print_, now = request_fingerprint(fields, audio, cover), dt.datetime.now(dt.UTC)
-    if idempotency_key is not None:
-        previous = await intake.replayed_job(session, client, idempotency_key, print_, now)
-        if previous is not None:
-            return Accepted(Submission(previous, replayed=True), uuid.UUID(previous.payload["track_id"]), [])
+    track_id, now = uuid.uuid4(), dt.datetime.now(dt.UTC)
+    request = JobRequest(
+        job_types()["track.ingest"],
+        {"track_id": str(track_id), "mint": fields.mint},
+        client,
+        idempotency_key,
+        request_fingerprint(fields, audio, cover),
+    )
+    (settled,) = await resolve_keys(session, [request], now)
+    if isinstance(settled, IntakeError):
+        raise settled
+    if settled is not None:
+        return Accepted(settled, uuid.UUID(settled.job.payload["track_id"]), [])
     if fields.isrc and await session.scalar(select(Track.id).where(Track.isrc == fields.isrc)):
         raise IntakeError(
             409, "isrc_taken", f"a track with ISRC {fields.isrc} exists", [field_error("metadata.isrc", "already used")]
         )
     track = Track(
-        id=uuid.uuid4(),
+        id=track_id,
         title=fields.title,
         description=fields.description,
         artist_id=await artist_for_wallet(session, fields.artist_wallet),
@@ -200,19 +208,13 @@ async def accept(
                 )
             )
         await session.flush()
-        job = await intake.create_job(
-            session,
-            job_types()["track.ingest"],
-            {"track_id": str(track.id), "mint": fields.mint},
-            client=client,
-            idempotency_key=idempotency_key,
-            request_fingerprint=print_,
-            now=now,
-        )
+        (created,) = await insert_jobs(await session.connection(), [request], now)
+        if isinstance(created, IntakeError):  # the client was revoked since its key was looked up
+            raise created
     except BaseException:
         delete_blobs(placed)
         raise
-    return Accepted(Submission(job, replayed=False), track.id, placed)
+    return Accepted(created, track.id, placed)
 
 
 def delete_blobs(keys: list[str]) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.platform import ATTEMPT_OUTCOMES, Job, JobStatus
-from roadie.jobs.intake import NewJob
+from roadie.jobs.creation import NewJob
 
 
 class View(BaseModel):
