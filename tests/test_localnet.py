@@ -6,9 +6,9 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from solana.exceptions import SolanaRpcException
@@ -23,9 +23,7 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from roadie.settings import get_settings
-from tests.fixtures.chain import control
-
-T = TypeVar("T")
+from tests.fixtures.chain import control, funded, on_chain
 
 
 @pytest.fixture
@@ -36,22 +34,8 @@ def paused(localnet: Any) -> Iterator[Any]:
     control("roadie_resume")
 
 
-def run(work: Callable[[AsyncClient], Awaitable[T]]) -> T:
-    async def scoped() -> T:
-        async with AsyncClient(get_settings().solana_rpc_url) as client:
-            return await work(client)
-
-    return asyncio.run(scoped())
-
-
-def funded() -> Keypair:
-    wallet = Keypair()
-    run(lambda c: c.request_airdrop(wallet.pubkey(), 10**9))
-    return wallet
-
-
 def payment(sender: Keypair, lamports: int = 1_000) -> VersionedTransaction:
-    blockhash = run(lambda c: c.get_latest_blockhash(Confirmed)).value.blockhash
+    blockhash = on_chain(lambda c: c.get_latest_blockhash(Confirmed)).value.blockhash
     to = Keypair().pubkey()
     message = Message.new_with_blockhash(
         [transfer(TransferParams(from_pubkey=sender.pubkey(), to_pubkey=to, lamports=lamports))],
@@ -62,11 +46,11 @@ def payment(sender: Keypair, lamports: int = 1_000) -> VersionedTransaction:
 
 
 def send(tx: VersionedTransaction) -> Any:
-    return run(lambda c: c.send_raw_transaction(bytes(tx), TxOpts(skip_confirmation=True))).value
+    return on_chain(lambda c: c.send_raw_transaction(bytes(tx), TxOpts(skip_confirmation=True))).value
 
 
 def status(tx: VersionedTransaction) -> Any:
-    return run(lambda c: c.get_signature_statuses([tx.signatures[0]], search_transaction_history=True)).value[0]
+    return on_chain(lambda c: c.get_signature_statuses([tx.signatures[0]], search_transaction_history=True)).value[0]
 
 
 def level(tx: VersionedTransaction) -> str | None:
@@ -81,19 +65,19 @@ def test_a_transaction_goes_from_processed_to_confirmed_to_finalized(paused: Any
 
     send(tx)
     assert level(tx) == "processed"
-    assert run(lambda c: c.get_transaction(tx.signatures[0], "base64", Confirmed)).value is None
+    assert on_chain(lambda c: c.get_transaction(tx.signatures[0], "base64", Confirmed)).value is None
 
     control("roadie_advance", 1)
     assert level(tx) == "confirmed"
-    found = run(lambda c: c.get_transaction(tx.signatures[0], "base64", Confirmed, 0)).value
+    found = on_chain(lambda c: c.get_transaction(tx.signatures[0], "base64", Confirmed, 0)).value
     assert found is not None
     assert found.transaction.transaction.signatures[0] == tx.signatures[0]
-    assert run(lambda c: c.get_transaction(tx.signatures[0], "base64", Finalized)).value is None
+    assert on_chain(lambda c: c.get_transaction(tx.signatures[0], "base64", Finalized)).value is None
 
     control("roadie_advance", 2)  # the finality lag
     assert level(tx) == "finalized"
     assert status(tx).confirmations is None
-    assert run(lambda c: c.get_slot(Finalized)).value == found.slot
+    assert on_chain(lambda c: c.get_slot(Finalized)).value == found.slot
 
 
 def test_resending_the_same_signed_bytes_never_executes_twice(paused: Any) -> None:
@@ -101,22 +85,22 @@ def test_resending_the_same_signed_bytes_never_executes_twice(paused: Any) -> No
     control("roadie_advance", 1)
     tx = payment(sender, lamports=5_000)
     send(tx)
-    balance = run(lambda c: c.get_balance(sender.pubkey(), Processed)).value
+    balance = on_chain(lambda c: c.get_balance(sender.pubkey(), Processed)).value
 
     with pytest.raises(RPCException, match="AlreadyProcessed"):
         send(tx)
-    assert run(lambda c: c.get_balance(sender.pubkey(), Processed)).value == balance
+    assert on_chain(lambda c: c.get_balance(sender.pubkey(), Processed)).value == balance
 
 
 def test_a_blockhash_expires_after_150_blocks(paused: Any) -> None:
     sender = funded()
     control("roadie_advance", 1)
     tx = payment(sender)
-    last_valid = run(lambda c: c.get_latest_blockhash(Confirmed)).value.last_valid_block_height
+    last_valid = on_chain(lambda c: c.get_latest_blockhash(Confirmed)).value.last_valid_block_height
 
     control("roadie_advance", 150)
 
-    assert run(lambda c: c.get_block_height(Confirmed)).value >= last_valid
+    assert on_chain(lambda c: c.get_block_height(Confirmed)).value >= last_valid
     with pytest.raises(RPCException, match="BlockhashNotFound"):
         send(tx)
     assert status(tx) is None
@@ -129,22 +113,22 @@ def test_skipped_and_future_slots_answer_like_a_validator(paused: Any) -> None:
     skipped = before["processed"]
 
     with pytest.raises(RPCException) as skipped_error:
-        run(lambda c: c.get_block(skipped, "base64", 0))
+        on_chain(lambda c: c.get_block(skipped, "base64", 0))
     with pytest.raises(RPCException) as future_error:
-        run(lambda c: c.get_block(after["processed"] + 5, "base64", 0))
+        on_chain(lambda c: c.get_block(after["processed"] + 5, "base64", 0))
 
     assert isinstance(skipped_error.value.args[0], SlotSkippedMessage)
     assert isinstance(future_error.value.args[0], BlockNotAvailableMessage)
-    blocks = run(lambda c: c.get_blocks(skipped - 1, after["finalized"])).value
+    blocks = on_chain(lambda c: c.get_blocks(skipped - 1, after["finalized"])).value
     assert blocks == [skipped - 1, skipped + 2]
-    block = run(lambda c: c.get_block(skipped + 2, "base64", 0)).value
+    block = on_chain(lambda c: c.get_block(skipped + 2, "base64", 0)).value
     assert block.parent_slot == skipped - 1
 
 
 def test_orphaning_unfinalized_blocks_removes_their_transactions_and_effects(paused: Any) -> None:
     sender = funded()
     control("roadie_advance", 3)
-    balance = run(lambda c: c.get_balance(sender.pubkey())).value
+    balance = on_chain(lambda c: c.get_balance(sender.pubkey())).value
     tx = payment(sender, lamports=250_000_000)
     send(tx)
     control("roadie_advance", 1)
@@ -154,8 +138,8 @@ def test_orphaning_unfinalized_blocks_removes_their_transactions_and_effects(pau
 
     assert str(tx.signatures[0]) in dropped["dropped"]
     assert status(tx) is None
-    assert run(lambda c: c.get_balance(sender.pubkey(), Processed)).value == balance
-    history = run(lambda c: c.get_signatures_for_address(sender.pubkey(), commitment=Confirmed)).value
+    assert on_chain(lambda c: c.get_balance(sender.pubkey(), Processed)).value == balance
+    history = on_chain(lambda c: c.get_signatures_for_address(sender.pubkey(), commitment=Confirmed)).value
     assert tx.signatures[0] not in [entry.signature for entry in history]
     # Its blockhash is still valid on the surviving fork: the same bytes land again.
     send(tx)
@@ -182,9 +166,11 @@ def test_signatures_for_an_address_page_newest_first_with_before_until_and_limit
     control("roadie_advance", 2)
     newest_first = list(reversed(sent))
 
-    first = run(lambda c: c.get_signatures_for_address(sender.pubkey(), limit=2)).value
-    second = run(lambda c: c.get_signatures_for_address(sender.pubkey(), before=first[-1].signature, limit=2)).value
-    until = run(lambda c: c.get_signatures_for_address(sender.pubkey(), until=sent[1])).value
+    first = on_chain(lambda c: c.get_signatures_for_address(sender.pubkey(), limit=2)).value
+    second = on_chain(
+        lambda c: c.get_signatures_for_address(sender.pubkey(), before=first[-1].signature, limit=2)
+    ).value
+    until = on_chain(lambda c: c.get_signatures_for_address(sender.pubkey(), until=sent[1])).value
 
     assert [e.signature for e in first] == newest_first[:2]
     assert [e.signature for e in second] == newest_first[2:4]
@@ -198,13 +184,13 @@ def test_a_memo_shows_in_the_signature_history(paused: Any) -> None:
 
     sender = funded()
     control("roadie_advance", 1)
-    blockhash = run(lambda c: c.get_latest_blockhash(Confirmed)).value.blockhash
+    blockhash = on_chain(lambda c: c.get_latest_blockhash(Confirmed)).value.blockhash
     memo = create_memo(MemoParams(MEMO_PROGRAM_ID, sender.pubkey(), b"roadie:payout:test"))
     tx = VersionedTransaction(Message.new_with_blockhash([memo], sender.pubkey(), blockhash), [sender])
     send(tx)
     control("roadie_advance", 1)
 
-    (entry, *_) = run(lambda c: c.get_signatures_for_address(sender.pubkey(), commitment=Confirmed)).value
+    (entry, *_) = on_chain(lambda c: c.get_signatures_for_address(sender.pubkey(), commitment=Confirmed)).value
 
     assert entry.memo == "[18] roadie:payout:test"
 
@@ -213,8 +199,8 @@ def test_failing_requests_on_demand_rehearses_a_rate_limiting_endpoint(localnet:
     control("roadie_failNext", {"status": 429, "count": 1})
 
     with pytest.raises(SolanaRpcException):
-        run(lambda c: c.get_slot())
-    assert run(lambda c: c.get_slot()).value > 0
+        on_chain(lambda c: c.get_slot())
+    assert on_chain(lambda c: c.get_slot()).value > 0
 
 
 def test_roadie_localnet_serves_a_provisioned_chain_until_sigterm(tmp_path: Path) -> None:

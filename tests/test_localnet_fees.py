@@ -6,13 +6,10 @@ that charges and reports them as mainnet does.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solana.rpc.core import RPCException
 from solana.rpc.types import TxOpts
@@ -26,33 +23,17 @@ from solders.transaction import VersionedTransaction
 
 from roadie.chain.fees import compute_budget, transaction_fee
 from roadie.settings import get_settings
-from tests.fixtures.chain import control
-
-T = TypeVar("T")
-
-
-def run(work: Callable[[AsyncClient], Awaitable[T]]) -> T:
-    async def scoped() -> T:
-        async with AsyncClient(get_settings().solana_rpc_url) as client:
-            return await work(client)
-
-    return asyncio.run(scoped())
-
-
-def funded(lamports: int = 10**9) -> Keypair:
-    wallet = Keypair()
-    run(lambda c: c.request_airdrop(wallet.pubkey(), lamports))
-    return wallet
+from tests.fixtures.chain import control, funded, on_chain
 
 
 def message(payer: Keypair, instructions: list[Instruction]) -> Message:
-    blockhash = run(lambda c: c.get_latest_blockhash(Confirmed)).value.blockhash
+    blockhash = on_chain(lambda c: c.get_latest_blockhash(Confirmed)).value.blockhash
     return Message.new_with_blockhash(instructions, payer.pubkey(), blockhash)
 
 
 def pay(payer: Keypair, to: Pubkey, *budget: Instruction) -> Any:
     sent = message(payer, [*budget, transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=to, lamports=1_000))])
-    return run(
+    return on_chain(
         lambda c: c.send_transaction(VersionedTransaction(sent, [payer]), opts=TxOpts(skip_confirmation=True))
     ).value
 
@@ -63,13 +44,13 @@ def test_the_fee_is_the_signatures_plus_the_unit_price_times_the_limit_rounded_u
     planned = message(
         payer, [*budget, transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=Keypair().pubkey(), lamports=1))]
     )
-    before = run(lambda c: c.get_balance(payer.pubkey())).value
+    before = on_chain(lambda c: c.get_balance(payer.pubkey())).value
 
-    quoted = run(lambda c: c.get_fee_for_message(planned)).value
+    quoted = on_chain(lambda c: c.get_fee_for_message(planned)).value
     signature = pay(payer, Keypair().pubkey(), *budget)
     control("roadie_advance", 1)
-    landed = run(lambda c: c.get_transaction(signature, commitment=Confirmed)).value
-    after = run(lambda c: c.get_balance(payer.pubkey())).value
+    landed = on_chain(lambda c: c.get_transaction(signature, commitment=Confirmed)).value
+    after = on_chain(lambda c: c.get_balance(payer.pubkey())).value
 
     assert compute_budget(planned).priority_fee == 16  # 10,001 units x 1,500 micro-lamports = 15.0015, rounded up
     assert quoted == transaction_fee(planned) == 5_000 + 16
@@ -86,7 +67,7 @@ def test_without_budget_instructions_the_default_limit_is_charged_at_price_zero(
     )
 
     assert compute_budget(plain).unit_limit == 200_000
-    assert run(lambda c: c.get_fee_for_message(plain)).value == 5_000
+    assert on_chain(lambda c: c.get_fee_for_message(plain)).value == 5_000
 
 
 def test_recent_prioritization_fees_name_the_price_paid_to_write_an_account(localnet: Any) -> None:
@@ -115,4 +96,4 @@ def test_a_payer_that_cannot_cover_the_priority_fee_is_refused_before_it_runs(lo
 
     with pytest.raises(RPCException, match="InsufficientFundsForFee"):
         pay(payer, Keypair().pubkey(), *expensive)
-    assert run(lambda c: c.get_balance(payer.pubkey())).value == 20_000
+    assert on_chain(lambda c: c.get_balance(payer.pubkey())).value == 20_000

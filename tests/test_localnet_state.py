@@ -6,33 +6,21 @@ keep the NFTs and balances that database remembers.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
 
-from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed, Finalized
 from solders.keypair import Keypair
 
 from roadie.chain.localnet import rpc_answers
 from tests.conftest import ROOT, free_port
-
-T = TypeVar("T")
-
-
-def run(url: str, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
-    async def scoped() -> T:
-        async with AsyncClient(url) as client:
-            return await work(client)
-
-    return asyncio.run(scoped())
+from tests.fixtures.chain import on_chain
 
 
 @contextmanager
@@ -60,22 +48,22 @@ def localnet_process(state: Path, port: int) -> Iterator[str]:
 def test_a_restarted_chain_keeps_balances_history_and_slots(tmp_path: Path) -> None:
     state, port, wallet = tmp_path / "localnet" / "state.json", free_port(), Keypair().pubkey()
     with localnet_process(state, port) as url:
-        airdrop = run(url, lambda c: c.request_airdrop(wallet, 123_456_789)).value
+        airdrop = on_chain(lambda c: c.request_airdrop(wallet, 123_456_789), url).value
         deadline = time.monotonic() + 30
-        while run(url, lambda c: c.get_signature_statuses([airdrop])).value[0] is None:
+        while on_chain(lambda c: c.get_signature_statuses([airdrop]), url).value[0] is None:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        slot_before = run(url, lambda c: c.get_slot(Confirmed)).value
+        slot_before = on_chain(lambda c: c.get_slot(Confirmed), url).value
 
     assert state.exists()
     with localnet_process(state, port) as url:
-        balance = run(url, lambda c: c.get_balance(wallet)).value
-        history = run(url, lambda c: c.get_signatures_for_address(wallet, commitment=Confirmed)).value
-        landed = run(url, lambda c: c.get_transaction(airdrop, commitment=Confirmed)).value
-        slot_after = run(url, lambda c: c.get_slot(Confirmed)).value
-        second = run(url, lambda c: c.request_airdrop(wallet, 1)).value
+        balance = on_chain(lambda c: c.get_balance(wallet), url).value
+        history = on_chain(lambda c: c.get_signatures_for_address(wallet, commitment=Confirmed), url).value
+        landed = on_chain(lambda c: c.get_transaction(airdrop, commitment=Confirmed), url).value
+        slot_after = on_chain(lambda c: c.get_slot(Confirmed), url).value
+        second = on_chain(lambda c: c.request_airdrop(wallet, 1), url).value
         deadline = time.monotonic() + 30
-        while run(url, lambda c: c.get_balance(wallet, Finalized)).value != 123_456_790:
+        while on_chain(lambda c: c.get_balance(wallet, Finalized), url).value != 123_456_790:
             assert time.monotonic() < deadline, "a transaction after the restart did not finalize"
             time.sleep(0.1)
 

@@ -6,9 +6,7 @@ instructions, then reads them back through solana-py's own client calls.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -26,18 +24,9 @@ from spl.token import instructions as spl
 from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
 from roadie.settings import get_settings
-from tests.fixtures.chain import control
+from tests.fixtures.chain import control, funded, on_chain
 
-T = TypeVar("T")
 DECIMALS = 6
-
-
-def run(work: Callable[[AsyncClient], Awaitable[T]]) -> T:
-    async def scoped() -> T:
-        async with AsyncClient(get_settings().solana_rpc_url) as client:
-            return await work(client)
-
-    return asyncio.run(scoped())
 
 
 def send(payer: Keypair, instructions: list[Instruction], *signers: Keypair) -> Signature:
@@ -47,7 +36,7 @@ def send(payer: Keypair, instructions: list[Instruction], *signers: Keypair) -> 
         tx = VersionedTransaction(message, [payer, *signers])
         return (await client.send_transaction(tx, opts=TxOpts(preflight_commitment=Confirmed))).value
 
-    return run(go)
+    return on_chain(go)
 
 
 class Token:
@@ -56,7 +45,7 @@ class Token:
     def __init__(self, payer: Keypair, program: Pubkey = TOKEN_PROGRAM_ID) -> None:
         self.payer, self.program, self.keypair = payer, program, Keypair()
         self.mint = self.keypair.pubkey()
-        rent = run(lambda c: c.get_minimum_balance_for_rent_exemption(82)).value
+        rent = on_chain(lambda c: c.get_minimum_balance_for_rent_exemption(82)).value
         create = create_account(
             CreateAccountParams(from_pubkey=payer.pubkey(), to_pubkey=self.mint, lamports=rent, space=82, owner=program)
         )
@@ -80,9 +69,7 @@ def info_of(keyed: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def payer(localnet: Any) -> Keypair:
-    wallet = Keypair()
-    run(lambda c: c.request_airdrop(wallet.pubkey(), 10**10))
-    return wallet
+    return funded(10**10)
 
 
 def test_a_wallets_token_accounts_are_listed_by_mint_and_by_program_in_both_encodings(payer: Keypair) -> None:
@@ -92,8 +79,10 @@ def test_a_wallets_token_accounts_are_listed_by_mint_and_by_program_in_both_enco
     held_2022 = token_2022.account_of(listener.pubkey(), 7)
     token.account_of(other.pubkey(), 3)
 
-    by_mint = run(lambda c: c.get_token_accounts_by_owner(listener.pubkey(), TokenAccountOpts(mint=token.mint))).value
-    by_program = run(
+    by_mint = on_chain(
+        lambda c: c.get_token_accounts_by_owner(listener.pubkey(), TokenAccountOpts(mint=token.mint))
+    ).value
+    by_program = on_chain(
         lambda c: c.get_token_accounts_by_owner_json_parsed(
             listener.pubkey(), TokenAccountOpts(program_id=TOKEN_2022_PROGRAM_ID)
         )
@@ -121,7 +110,7 @@ def test_a_delegates_token_accounts_are_listed_with_the_delegated_amount(payer: 
         owner,
     )
 
-    (keyed,) = run(
+    (keyed,) = on_chain(
         lambda c: c.get_token_accounts_by_delegate_json_parsed(delegate.pubkey(), TokenAccountOpts(mint=token.mint))
     ).value
 
@@ -136,8 +125,8 @@ def test_a_mints_supply_and_largest_accounts(payer: Keypair) -> None:
     token = Token(payer)
     amounts = {token.account_of(Keypair().pubkey(), amount): amount for amount in (5, 12_000_000, 40)}
 
-    supply = run(lambda c: c.get_token_supply(token.mint)).value
-    largest = run(lambda c: c.get_token_largest_accounts(token.mint)).value
+    supply = on_chain(lambda c: c.get_token_supply(token.mint)).value
+    largest = on_chain(lambda c: c.get_token_largest_accounts(token.mint)).value
 
     assert (supply.amount, supply.decimals, supply.ui_amount_string) == ("12000045", 6, "12.000045")
     assert [(entry.address, int(entry.amount.amount)) for entry in largest] == sorted(
@@ -150,27 +139,26 @@ def test_program_accounts_are_filtered_by_data_size_and_memcmp(payer: Keypair) -
     holders = {token.account_of(Keypair().pubkey(), 1), token.account_of(Keypair().pubkey(), 2)}
     other_token.account_of(Keypair().pubkey(), 3)
 
-    found = run(
+    found = on_chain(
         lambda c: c.get_program_accounts(
             TOKEN_PROGRAM_ID, encoding="base64", filters=[165, MemcmpOpts(offset=0, bytes=str(token.mint))]
         )
     ).value
-    mints = run(lambda c: c.get_program_accounts(TOKEN_PROGRAM_ID, encoding="base64", filters=[82])).value
+    mints = on_chain(lambda c: c.get_program_accounts(TOKEN_PROGRAM_ID, encoding="base64", filters=[82])).value
 
     assert {keyed.pubkey for keyed in found} == holders
     assert {token.mint, other_token.mint} <= {keyed.pubkey for keyed in mints}
 
 
 def test_a_transactions_meta_carries_its_token_balances_before_and_after(payer: Keypair) -> None:
-    sender, receiver = Keypair(), Keypair()
-    run(lambda c: c.request_airdrop(sender.pubkey(), 10**9))
+    sender, receiver = funded(), Keypair()
     token = Token(payer)
     source, destination = token.account_of(sender.pubkey(), 3_000_000), token.account_of(receiver.pubkey(), 0)
     move = spl.transfer(spl.TransferParams(TOKEN_PROGRAM_ID, source, destination, sender.pubkey(), 1_250_000))
 
     signature = send(sender, [move])
     control("roadie_advance", 1)
-    landed = run(lambda c: c.get_transaction(signature, commitment=Confirmed)).value
+    landed = on_chain(lambda c: c.get_transaction(signature, commitment=Confirmed)).value
 
     assert landed is not None
     meta = landed.transaction.meta
