@@ -171,8 +171,7 @@ def localnet(
     host: str, port: int | None, slot_ms: int | None, finality_lag: int | None, provision: bool, state: Path | None
 ) -> None:
     """Run the local Solana chain (LiteSVM behind JSON-RPC) until Ctrl-C or SIGTERM."""
-    from roadie.chain.localnet import serve
-    from roadie.chain.localnet_state import StateFileError
+    from roadie.chain.localnet import StateFileError, serve
 
     try:
         sys.exit(

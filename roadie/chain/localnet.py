@@ -26,6 +26,7 @@ Not modelled: websocket subscriptions, ``jsonParsed`` instructions, address look
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -83,7 +84,7 @@ FAUCET_LAMPORTS = 10**18
 MEMO_PROGRAMS = {MEMO_PROGRAM_ID, MEMO_V1_PROGRAM_ID}
 VERSION = "2.1.0"
 COMMITMENTS = ("processed", "confirmed", "finalized")
-#: How often a chain with a state file writes it (and at shutdown).
+#: How often a chain with a state file writes it when transactions landed (and always at shutdown).
 SAVE_EVERY_S = 2.0
 
 
@@ -471,7 +472,6 @@ def _commitment(options: dict[str, Any], default: str = "finalized", floor: str 
 
 
 def _transaction(encoded: Any, options: dict[str, Any]) -> VersionedTransaction:
-    import base64
 
     try:
         raw = (
@@ -572,7 +572,6 @@ class LocalRpc:
 
     @_method("getFeeForMessage")
     def get_fee_for_message(self, params: list[Any]) -> Any:
-        import base64
 
         message = VersionedTransaction.from_bytes(b"\x00" + base64.b64decode(params[0])).message  # no signatures
         return _result(rpc.GetFeeForMessageResp(transaction_fee(message), self.context()))
@@ -956,6 +955,128 @@ def _envelope(request_id: Any, *, result: Any = None, error: dict[str, Any] | No
     return body
 
 
+# The state on disk --------------------------------------------------------------------------------
+# One JSON file, so a restart of ``roadie up`` finds the NFTs its database remembers: every account a
+# transaction touched, the blocks, every landed transaction with its meta (history, and undo data for
+# forks), the slot counters and the faucet. Written atomically (a temporary file, then a rename).
+
+STATE_FORMAT = 1
+
+
+def _state_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _state_account(encoded: str | None) -> Account | None:
+    return None if encoded is None else Account.from_bytes(base64.b64decode(encoded))
+
+
+def _landed_state(landed: Landed) -> dict[str, Any]:
+    return {
+        "tx": _state_b64(bytes(landed.tx)),
+        "slot": landed.slot,
+        "meta": landed.meta.to_json(),
+        "undo": [[str(key), None if account is None else _state_b64(bytes(account))] for key, account in landed.undo],
+        "keys": [str(key) for key in landed.keys],
+        "memo": landed.memo,
+        "unit_price": landed.unit_price,
+    }
+
+
+def save_state(chain: LocalChain, path: Path) -> None:
+    """Write the chain's state to ``path`` atomically."""
+    with chain.lock:
+        state = {
+            "format": STATE_FORMAT,
+            "genesis_time": chain.genesis_time,
+            "faucet": _state_b64(bytes(chain.faucet)),
+            "finalized": chain.finalized.slot,
+            "open_slot": chain.open_slot,
+            "transaction_count": chain.transaction_count,
+            "blocks": [
+                {
+                    "slot": block.slot,
+                    "parent_slot": block.parent_slot,
+                    "blockhash": str(block.blockhash),
+                    "previous_blockhash": str(block.previous_blockhash),
+                    "height": block.height,
+                    "time": block.time,
+                }
+                for block in chain.blocks
+            ],
+            "landed": [_landed_state(landed) for landed in chain.landed.values()],
+            "accounts": {str(key): _state_b64(bytes(account)) for key, account in _live_accounts(chain)},
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    scratch.write_text(json.dumps(state))
+    os.replace(scratch, path)
+
+
+def _live_accounts(chain: LocalChain) -> list[tuple[Pubkey, Account]]:
+    keys = [*chain.by_address, chain.faucet.pubkey()]
+    accounts = ((key, chain.svm.get_account(key)) for key in dict.fromkeys(keys))
+    return [(key, account) for key, account in accounts if account is not None]
+
+
+class StateFileError(ValueError):
+    """The state file cannot be read back whole: the chain does not start on half of it."""
+
+
+def load_state(path: Path, *, finality_lag: int) -> LocalChain:
+    """A chain in the state ``path`` holds; a file of another format, or a damaged one, is refused."""
+    try:
+        state = json.loads(path.read_text())
+        if state.get("format") != STATE_FORMAT:
+            raise StateFileError(f"it holds format {state.get('format')!r}, not {STATE_FORMAT}")
+        return _restored(state, finality_lag)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StateFileError(
+            f"{path} is not a local-chain state this version can read ({exc}); move it aside to start a new chain"
+        ) from None
+
+
+def _restored(state: dict[str, Any], finality_lag: int) -> LocalChain:
+    chain = LocalChain(finality_lag=finality_lag)
+    chain.genesis_time = state["genesis_time"]
+    chain.faucet = Keypair.from_bytes(base64.b64decode(state["faucet"]))
+    for key, encoded in state["accounts"].items():
+        chain.svm.set_account(Pubkey.from_string(key), Account.from_bytes(base64.b64decode(encoded)))
+    chain.blocks = [
+        Block(
+            b["slot"],
+            b["parent_slot"],
+            Hash.from_string(b["blockhash"]),
+            Hash.from_string(b["previous_blockhash"]),
+            b["height"],
+            b["time"],
+        )
+        for b in state["blocks"]
+    ]
+    chain.by_slot = {block.slot: block for block in chain.blocks}
+    chain.by_hash = {block.blockhash: block for block in chain.blocks}
+    chain.finalized = chain.by_slot[state["finalized"]]
+    chain.open_slot, chain.transaction_count = state["open_slot"], state["transaction_count"]
+    chain.landed, chain.by_address, chain.open_txs = {}, {}, []
+    for saved in state["landed"]:
+        landed = Landed(
+            VersionedTransaction.from_bytes(base64.b64decode(saved["tx"])),
+            saved["slot"],
+            UiTransactionStatusMeta.from_json(saved["meta"]),
+            [(Pubkey.from_string(key), _state_account(account)) for key, account in saved["undo"]],
+            [Pubkey.from_string(key) for key in saved["keys"]],
+            saved["memo"],
+            chain.by_slot.get(saved["slot"]),
+            saved["unit_price"],
+        )
+        chain.landed[landed.signature] = landed
+        (landed.block.txs if landed.block is not None else chain.open_txs).append(landed)
+        for key in landed.keys:
+            chain.by_address.setdefault(key, []).append(landed)
+    chain.sync_clock()
+    return chain
+
+
 @dataclass
 class Localnet:
     """The local chain served on ``host:port``, producing a block every ``slot_ms`` (0: on request only)."""
@@ -973,10 +1094,8 @@ class Localnet:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from roadie.chain import localnet_state
-
         if self.state_path is not None and self.state_path.exists():
-            self.chain = localnet_state.load(self.state_path, finality_lag=self.finality_lag)
+            self.chain = load_state(self.state_path, finality_lag=self.finality_lag)
             log.info("localnet.restored", extra={"path": str(self.state_path), "slot": self.chain.head.slot})
         else:
             self.chain = LocalChain(finality_lag=self.finality_lag)
@@ -984,10 +1103,8 @@ class Localnet:
 
     def save(self) -> None:
         """Write the state to ``state_path``, if it has one."""
-        from roadie.chain import localnet_state
-
         if self.state_path is not None:
-            localnet_state.save(self.chain, self.state_path)
+            save_state(self.chain, self.state_path)
 
     @property
     def url(self) -> str:
@@ -1007,13 +1124,15 @@ class Localnet:
         return self
 
     def _produce(self) -> None:
-        saved = time.monotonic()
+        saved_at, saved_count = time.monotonic(), self.chain.transaction_count
         while not self.stopping.wait(self.slot_ms / 1000):
             if not self.api.paused.is_set():
                 self.chain.close_block()
-            if time.monotonic() - saved >= SAVE_EVERY_S:
+            # Written only when a transaction landed since: empty blocks are not worth a rewrite.
+            if time.monotonic() - saved_at >= SAVE_EVERY_S and self.chain.transaction_count != saved_count:
+                saved_count = self.chain.transaction_count
                 self.save()
-                saved = time.monotonic()
+                saved_at = time.monotonic()
 
     def stop(self) -> None:
         self.stopping.set()
