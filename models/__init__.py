@@ -38,10 +38,12 @@ from models.platform import (
     JobStatus,
     OutboxMessage,
 )
+from models.webhooks import Batch, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "ApiClient",
     "Base",
+    "Batch",
     "ChainEvent",
     "ChainSend",
     "ChainTransaction",
@@ -76,4 +78,8 @@ __all__ = [
     "UserSession",
     "UserWallet",
     "Wallet",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

@@ -134,6 +134,11 @@ class Track(Base):
     price: Mapped[int | None] = mapped_column(TokenAmount, comment="Base units, not a decimal price.")
     is_nft: Mapped[bool] = mapped_column(default=False, server_default=false(), index=True)
     status: Mapped[str] = mapped_column(String(16), default="ingesting", server_default="ingesting")
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"),
+        index=True,
+        comment="The upload's job: whose client is told of the track's events, and at which callback_url.",
+    )
     # Filled by ingest; null while the track is still being ingested.
     source_sha256: Mapped[str | None] = mapped_column(String(64))
     duration_ms: Mapped[int | None]

@@ -48,6 +48,8 @@ SCOPES = (
     "plays:write",
     "sales:write",
     "ledger:read",
+    "webhooks:write",  # webhook endpoints: create, change, delete, rotate secrets
+    "webhooks:read",  # webhook endpoints and their deliveries
     "admin",
 )
 
@@ -132,6 +134,10 @@ class Job(Base):
         String(128), comment="X-Request-ID of the request that created it; its log lines carry it."
     )
     parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="RESTRICT"), index=True)
+    callback_url: Mapped[str | None] = mapped_column(
+        Text, comment="Where this job's events are also posted, signed with the client's default endpoint's secret."
+    )
     lease_id: Mapped[uuid.UUID | None] = mapped_column(comment="The claim whose worker may finish the job.")
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[dt.datetime] = created_at()
@@ -202,15 +208,19 @@ class OutboxMessage(Base):
 
 
 class IdempotencyKey(Base):
-    """An Idempotency-Key, scoped to its client, with the fingerprint of the first request."""
+    """An Idempotency-Key, scoped to its client, with the fingerprint of the first request and its job or batch."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("client_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("client_id", "key"),
+        CheckConstraint("(job_id IS NULL) <> (batch_id IS NULL)", name="one_subject"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_clients.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))
-    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     created_at: Mapped[dt.datetime] = created_at()
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)

@@ -35,13 +35,15 @@ class Pool:
     """Celery workers consuming ``queue`` (one queue, or several separated by commas).
 
     ``max_memory_per_child_kib`` None keeps the app's leak guard (``worker_max_memory_per_child``);
-    ``max_tasks_per_child`` None replaces no child after a count of jobs.
+    ``max_tasks_per_child`` None replaces no child after a count of jobs. ``threads``: one process
+    running ``concurrency`` jobs in threads, for a pool that mostly waits on the network.
     """
 
     queue: str
     concurrency: int
     max_memory_per_child_kib: int | None = None
     max_tasks_per_child: int | None = None
+    threads: bool = False
 
     def command(self, *, node: str | None = None, app: str = CELERY_APP) -> list[str]:
         """A worker of this pool. ``node`` (default ``<queue>@%h``) and ``app`` are for tests and benchmarks.
@@ -52,6 +54,8 @@ class Pool:
         command = python_m("celery", "-A", app, "worker", "-Q", self.queue, "-n", node or f"{self.queue}@%h")
         command += ["--concurrency", str(self.concurrency), "--prefetch-multiplier", "1"]
         command += ["--without-gossip", "--without-mingle"]
+        if self.threads:
+            command += ["--pool", "threads"]
         if self.max_tasks_per_child is not None:
             command += ["--max-tasks-per-child", str(self.max_tasks_per_child)]
         if self.max_memory_per_child_kib is not None:
@@ -72,6 +76,9 @@ POOLS: dict[str, Pool] = {
         Pool("chain", 2, max_memory_per_child_kib=300_000, max_tasks_per_child=500),
         Pool("ledger", 1, max_memory_per_child_kib=300_000, max_tasks_per_child=500),
         Pool("indexer", 1, max_memory_per_child_kib=300_000, max_tasks_per_child=500),
+        # Deliveries wait on receivers, some slow: threads of one process (a delivery has its own
+        # deadline, which a thread pool's missing time limits would otherwise be).
+        Pool("webhooks", 8, threads=True),
     )
 }
 

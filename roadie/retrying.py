@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -89,6 +89,13 @@ def backoff_seconds(attempt: int, *, base: float, cap: float, rng: random.Random
     ceiling = min(cap, base * 2.0 ** max(attempt - 1, 0))
     jitter: float = (rng or random).uniform(0, ceiling / 2)
     return ceiling / 2 + jitter
+
+
+def scheduled_delay_s(schedule: Sequence[float], attempt: int, *, rng: random.Random | None = None) -> float | None:
+    """The wait after failed try ``attempt`` (1-based) by a fixed schedule, ±20 % jitter; None: give up."""
+    if attempt > len(schedule):
+        return None
+    return schedule[attempt - 1] * (rng or random).uniform(0.8, 1.2)
 
 
 def _worth_another_try(exc: BaseException) -> bool:

@@ -330,6 +330,36 @@ class Settings(BaseSettings):
     )
     schedule_ledger_check: str = Field(default="30 0 * * *", description="Beat: the ledger's invariant check.")
 
+    # Webhooks and batches (issue 14)
+    webhook_secret_keys: SecretStr | None = Field(
+        default=None,
+        description="Fernet keys (comma-separated, newest first) that encrypt endpoint signing secrets at rest. "
+        "Unset: a key kept in `ROADIE_HOME/webhook-secret.key`, made on first use; required in production.",
+    )
+    webhook_allowed_hosts: list[str] = Field(
+        default=[],
+        description="Hosts a webhook URL may name over plain http, and whose private or loopback addresses "
+        'deliveries may reach (a JSON list, e.g. ["127.0.0.1"]); every other URL must be https to a public address.',
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="A delivery's whole POST, connect to last byte read, at most this long."
+    )
+    webhook_retry_schedule_s: list[float] = Field(
+        default=[5, 60, 300, 1800, 7200, 18_000, 36_000],
+        min_length=1,
+        max_length=50,
+        description="Delays before each retry of a failed delivery (±20 % jitter); after the last, it fails.",
+    )
+    webhook_disable_after_s: float = Field(
+        default=3 * 86_400,
+        gt=0,
+        description="An endpoint whose deliveries have all failed for this long is disabled, with the reason.",
+    )
+    webhook_secret_rotation_overlap_s: float = Field(
+        default=86_400, ge=0, description="After a secret rotation, the old secret signs beside the new for this long."
+    )
+    batch_max_jobs: int = Field(default=1000, ge=1, le=1000, description="Most jobs one `POST /v1/batches` creates.")
+
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None

@@ -53,6 +53,8 @@ class _WorkerMetrics:
     attempts: Any
     run_seconds: Any
     dropped: Any
+    webhook_deliveries: Any
+    webhook_seconds: Any
     server: Any = None
     directory: str | None = None
     owns_directory: bool = False
@@ -79,6 +81,14 @@ def count_dropped(job_type: str, reason: str) -> None:
     metrics = _metrics.get("worker")
     if metrics is not None:
         metrics.dropped.labels(job_type, reason).inc()
+
+
+def observe_webhook(event_type: str, verdict: str, seconds: float) -> None:
+    """Count one try of a webhook delivery by event type and verdict, and its POST's latency."""
+    metrics = _metrics.get("worker")
+    if metrics is not None:
+        metrics.webhook_deliveries.labels(event_type, verdict).inc()
+        metrics.webhook_seconds.labels(event_type).observe(seconds)
 
 
 def start_metrics(job_type_names: list[str]) -> None:
@@ -117,6 +127,19 @@ def start_metrics(job_type_names: list[str]) -> None:
             "Deliveries that recorded nothing, by type and reason: duplicate (another delivery ran or runs "
             "the job), lease_lost (the outcome was refused: the job had been taken over), not_run.",
             ["type", "reason"],
+            registry=None,
+        ),
+        webhook_deliveries=Counter(
+            "roadie_webhook_deliveries",
+            "Tries of webhook deliveries by event type and verdict (delivered, retry, rejected, gone).",
+            ["event_type", "verdict"],
+            registry=None,
+        ),
+        webhook_seconds=Histogram(
+            "roadie_webhook_delivery_seconds",
+            "How long one webhook POST took, from lookup to the answer read, by event type.",
+            ["event_type"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=None,
         ),
         directory=directory,

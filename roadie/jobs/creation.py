@@ -62,6 +62,8 @@ class NewJob:
     idempotency_key: str | None
     request_id: str | None
     created_at: dt.datetime
+    callback_url: str | None = None
+    batch_id: uuid.UUID | None = None
     parent_id: uuid.UUID | None = None
     progress_stage: str | None = None
     result: dict[str, Any] | None = None
@@ -104,11 +106,19 @@ class JobRequest:
     request_fingerprint: str | None = None
     request_id: str | None = field(default_factory=current_request_id)
     job_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    #: Where the job's own events are also posted (checked by the caller: a safe URL, a signing endpoint).
+    callback_url: str | None = None
+    batch_id: uuid.UUID | None = None
 
     @cached_property
     def fingerprint(self) -> str:
         """Only a request with an Idempotency-Key needs one (it is stored with the key)."""
-        return self.request_fingerprint or fingerprint({"type": self.job_type.name, "payload": self.payload})
+        if self.request_fingerprint:
+            return self.request_fingerprint
+        identity: dict[str, Any] = {"type": self.job_type.name, "payload": self.payload}
+        if self.callback_url is not None:
+            identity["callback_url"] = self.callback_url
+        return fingerprint(identity)
 
 
 def in_flight_error() -> IntakeError:
@@ -171,6 +181,7 @@ async def resolve_keys(session: AsyncSession, requests: Sequence[JobRequest], no
             outcomes[index] = exc
             continue
         if replay:
+            assert previous.job_id is not None  # a batch's key holds a batch's fingerprint, which no job has
             outcomes[index] = Submission(await load_job(session, previous.job_id), replayed=True)
         else:
             expired.append(previous.id)
@@ -218,7 +229,7 @@ def enqueue(
 #: The columns a new job is inserted with; the rest are NULL or server defaults.
 _JOB_COLUMNS = (
     "id", "type", "queue", "payload", "status", "attempts", "run_attempts", "max_attempts", "progress_percent",
-    "cancel_requested", "publish_count", "client_id", "idempotency_key", "request_id",
+    "cancel_requested", "publish_count", "client_id", "idempotency_key", "request_id", "callback_url", "batch_id",
 )  # fmt: skip
 
 
@@ -290,6 +301,8 @@ async def insert_jobs(connection: AsyncConnection, requests: Sequence[JobRequest
             client_id=r.client.id,
             idempotency_key=r.idempotency_key,
             request_id=r.request_id,
+            callback_url=r.callback_url,
+            batch_id=r.batch_id,
         )
         for r in requests
     ]

@@ -29,9 +29,17 @@ class PermanentError(JobError):
 
 
 class TransientError(JobError):
-    """The world may be better next time (network, timeout, 5xx, lock contention): retry."""
+    """The world may be better next time (network, timeout, 5xx, lock contention): retry.
+
+    ``retry_after_s`` is the handler's own delay before the next attempt (a webhook's retry schedule);
+    None: the platform's exponential backoff.
+    """
 
     code = "transient_error"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class JobCancelled(Exception):  # noqa: N818 - a signal, not an error

@@ -55,11 +55,18 @@ class GroupCommit:
         self._flushers: set[asyncio.Task[None]] = set()
 
     async def submit(
-        self, job_type: JobType, payload: dict[str, Any], *, client: ApiClient, idempotency_key: str | None = None
+        self,
+        job_type: JobType,
+        payload: dict[str, Any],
+        *,
+        client: ApiClient,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
     ) -> Submission:
         """Accept one job; returns once it is committed (or raises the request's IntakeError)."""
         future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
-        self._pending.append((JobRequest(job_type, payload, client, idempotency_key), future))
+        request = JobRequest(job_type, payload, client, idempotency_key, callback_url=callback_url)
+        self._pending.append((request, future))
         if len(self._flushers) < self.max_in_flight:
             flusher = asyncio.create_task(self._flush())
             self._flushers.add(flusher)

@@ -23,6 +23,7 @@ from models.platform import IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus
 from roadie.db import PreparedStatement, connect_args, sync_engine, transaction
 from roadie.logs import REQUEST_ID_HEADER
 from roadie.settings import get_settings
+from roadie.webhooks.dispatch import dispatch_events
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def relay_once(limit: int = RELAY_BATCH) -> int:
 
 
 def relay_forever(stop: threading.Event | None = None) -> None:
-    """Drain the outbox, then sleep until NOTIFY or the poll interval (for retries coming due).
+    """Fan out new webhook events and drain the outbox, then sleep until NOTIFY or the poll interval
+    (for retries coming due).
 
     A lost database or broker connection is logged and retried; the relay never exits on its own.
     """
@@ -151,7 +153,7 @@ def _relay_until_disconnected(stop: threading.Event) -> None:
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         while not stop.is_set():
             try:
-                sent = relay_once()
+                sent = dispatch_events() + relay_once()
             except Exception:
                 log.exception("relay.publish_failed")
                 sent = 0

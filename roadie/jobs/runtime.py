@@ -282,7 +282,7 @@ def record_failure(claim_: Claim, exc: BaseException, max_attempts: int) -> str 
             log.warning("job.unexpected_error", extra={"job_id": str(job.id), "error_code": code}, exc_info=exc)
         trace = "".join(traceback.format_exception(exc))
         if is_transient(exc) and job.run_attempts < max_attempts:
-            delay = backoff_seconds(
+            delay = getattr(exc, "retry_after_s", None) or backoff_seconds(
                 job.run_attempts, base=settings.retry_backoff_base_s, cap=settings.retry_backoff_max_s
             )
             due = now + dt.timedelta(seconds=delay)

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from roadie.jobs.runtime import JobContext
 
-QUEUES = ("media", "ipfs", "chain", "ledger", "indexer", "default")
+QUEUES = ("media", "ipfs", "chain", "ledger", "indexer", "webhooks", "default")
 
 Handler = Callable[[Any, "JobContext"], dict[str, Any]]
 

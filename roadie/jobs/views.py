@@ -87,6 +87,8 @@ class JobView(View):
     idempotency_key: str | None
     request_id: str | None
     parent_id: uuid.UUID | None
+    batch_id: uuid.UUID | None
+    callback_url: str | None = Field(description="Where the job's events are also posted, signed.")
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -120,6 +122,8 @@ def job_view(job: Job | NewJob, *, base_url: str = "", admin: bool = False) -> J
         idempotency_key=job.idempotency_key,
         request_id=job.request_id,
         parent_id=job.parent_id,
+        batch_id=job.batch_id,
+        callback_url=job.callback_url,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

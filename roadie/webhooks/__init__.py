@@ -1,0 +1,1 @@
+"""Webhooks: endpoints clients register, events written with their facts, signed deliveries."""
