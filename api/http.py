@@ -160,7 +160,7 @@ def path_uuid(request: Request, name: str = "job_id") -> uuid.UUID:
     try:
         return uuid.UUID(request.path_params[name])
     except ValueError as exc:
-        raise IntakeError(404, "not_found", f"no job {request.path_params[name]}") from exc
+        raise IntakeError(404, "not_found", f"no {name.removesuffix('_id')} {request.path_params[name]}") from exc
 
 
 def base_url(request: Request) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,3 +90,13 @@ def screenshot(page: Page, name: str) -> Path:
     page.screenshot(path=path, full_page=True)
     assert height <= MAX_PAGE_HEIGHT_PX, f"{name} is {height} px tall (screenshot: {path})"
     return path
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 20) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{getattr(condition, '__name__', condition)} did not hold within {timeout} s")
