@@ -26,6 +26,7 @@ from roadie.ipfs.client import IpfsNode
 from roadie.processes import POOLS, ProcessGroup
 from tests.conftest import ROOT
 from tests.fixtures.media import BAD_SOURCES, AudioFiles, post_track
+from tests.fixtures.webhooks import Receiver, register_endpoint
 from tests.helpers import wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker", "ipfs_node")
@@ -68,8 +69,9 @@ def _stages(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_an_uploaded_track_ends_ready_with_renditions_analysis_pinned_metadata_and_its_nft_minted(
-    uploader: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode, chain_running: Any
+    uploader: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode, chain_running: Any, receiver: Receiver
 ) -> None:
+    register_endpoint(uploader, receiver, ["track.ready", "nft.minted"])
     job = ingest(uploader, audio.song("ingest-120.flac", 30, bpm=120, key="C major"), cover=audio.png(), mint=True)
 
     assert job["status"] == "succeeded", job
@@ -121,6 +123,12 @@ def test_an_uploaded_track_ends_ready_with_renditions_analysis_pinned_metadata_a
     assert (minted.supply, minted.mint_authority) == (1, None)
     assert minted.metadata.uri == f"ipfs://{files['metadata'].cid}"
     assert minted.metadata.additional["track_id"] == str(track.id)
+    # The upload's client is told, signed: the track is ready, and its NFT finalized on chain.
+    (ready,) = receiver.wait_for("track.ready")
+    (nft_minted,) = receiver.wait_for("nft.minted")
+    assert (ready.data["track"]["id"], ready.data["track"]["job_id"]) == (str(track.id), job["id"])
+    assert nft_minted.data["nft"]["mint_address"] == str(nft.mint_address)
+    assert nft_minted.data["nft"]["signature"] == nft.signature
 
 
 def test_the_parent_hands_its_worker_back_between_stages(uploader: httpx.Client, audio: AudioFiles) -> None:
