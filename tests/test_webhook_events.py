@@ -8,10 +8,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from models.platform import Job
 from models.webhooks import WebhookEvent
@@ -79,3 +80,17 @@ def test_the_last_two_jobs_of_a_batch_ending_at_once_write_one_batch_completed(
         "id": batch["id"], "total": 2, "succeeded": 2, "failed": 0, "cancelled": 0,
         "created_at": None, "completed_at": None,
     }  # fmt: skip
+
+
+def test_the_platforms_own_events_go_to_endpoints_of_clients_that_may_read_the_ledger(
+    make_client: Callable[..., httpx.Client], receiver: Receiver
+) -> None:
+    books = register_endpoint(make_client("ledger:read"), receiver, ["payout.finalized"])
+    register_endpoint(make_client("jobs:write"), receiver, ["payout.finalized"])  # not its business
+    register_endpoint(make_client("ledger:read"), receiver, ["payout.failed"])  # not subscribed
+
+    with transaction() as session:
+        listeners = session.execute(
+            text("SELECT endpoint_id FROM roadie_webhook_listeners('payout.finalized', NULL)")
+        ).scalars()
+        assert list(listeners) == [books]
