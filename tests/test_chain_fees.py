@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from solana.rpc.commitment import Confirmed
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.keypair import Keypair
@@ -31,6 +32,7 @@ from roadie.chain.platform import platform_keypair
 from roadie.chain.sending import send_and_confirm
 from roadie.chain.transfers import create_batch
 from roadie.db import transaction
+from roadie.settings import Settings
 from tests.conftest import Processes, free_port
 from tests.fixtures.chain import RewritingProxy, control, dropped_send, mintable_track, on_chain
 from tests.helpers import metric_samples, metric_value, wait_for_job
@@ -163,6 +165,11 @@ def test_a_fee_estimate_above_the_ceiling_is_clamped_to_the_ceiling_and_logged(
     assert '"estimate_micro_lamports": 2000000' in worker.log()
 
 
+def test_a_floor_above_the_ceiling_is_refused_at_start_up() -> None:
+    with pytest.raises(ValidationError, match="FLOOR_MICRO_LAMPORTS is above"):
+        Settings(chain_priority_fee_floor_micro_lamports=2_000, chain_priority_fee_ceiling_micro_lamports=1_000)
+
+
 @pytest.mark.parametrize(
     ("method", "garbage"),
     [
@@ -185,6 +192,22 @@ def test_an_rpc_answering_garbage_for_fees_or_simulation_fails_the_job_with_noth
     assert job["attempts"] == job["max_attempts"]  # retried, as another try may get a proper answer
     assert sends_of(track_id) == []
     assert proxy.calls.get("sendTransaction", 0) == 0
+
+
+def test_an_unreadable_fee_of_a_landed_mint_is_left_unknown_and_the_mint_finishes(
+    client: httpx.Client, own_workers: Processes, new_wallet: Keypair
+) -> None:
+    with RewritingProxy({"getTransaction": lambda _: {"result": {"meta": "none of your business"}}}) as proxy:
+        worker = own_workers.worker(queues="chain", env={"ROADIE_SOLANA_RPC_URL": proxy.url})
+        track_id = mintable_track(str(new_wallet.pubkey()))
+
+        job = wait_for_job(client, mint(client, track_id)["id"], {"succeeded", "failed"}, timeout=90)
+
+    assert job["status"] == "succeeded", job["error"]
+    (send,) = sends_of(track_id)
+    assert (send.status, send.fee_lamports) == ("finalized", None)
+    assert '"event": "chain.fee_unreadable"' in worker.log()
+    assert landed_meta(send.signature).fee > 10_000  # it was paid all the same
 
 
 def test_a_lost_transaction_is_signed_again_only_once_the_chain_is_past_its_last_valid_height(

@@ -17,7 +17,7 @@
    A new transaction is built only on ``expired``: the same test against the chain's own block height
    as before, whatever compute budget and priority fee (:mod:`roadie.chain.budget`) the old one carried.
 4. :func:`follow` also reads what each transaction that reached ``confirmed`` paid (``meta.fee``), for
-   the journal row's ``fee_lamports``.
+   the journal row's ``fee_lamports`` (left unknown if the RPC's answer is unreadable).
 
 ``ROADIE_TEST_CRASH_POINT=<point>:<marker file>`` makes the worker SIGKILL its whole process group at
 ``before_send``, ``after_send`` or ``after_confirm`` the first time it gets there (the marker file
@@ -41,7 +41,7 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from models.chain import ChainSend
-from roadie.chain.client import Chain
+from roadie.chain.client import Chain, RpcBadAnswer
 from roadie.chain.sending import LEVELS, checked_size, level
 from roadie.settings import Settings, get_settings
 
@@ -136,11 +136,19 @@ async def check(chain: Chain, sends: Sequence[Pending]) -> list[Verdict]:
 
 
 async def with_fees(chain: Chain, sends: Sequence[Pending], verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """The verdicts, with what each transaction that landed at ``confirmed`` or deeper paid (failed ones pay too)."""
+    """The verdicts, with what each transaction that landed at ``confirmed`` or deeper paid (failed ones pay too).
+
+    The fee is a record, not a step of the send: an unreadable answer leaves it unknown (and is logged)
+    rather than holding up a transaction that landed."""
     priced = []
     for send, verdict in zip(sends, verdicts, strict=True):
-        paid = verdict.state in ("landed", "failed") and verdict.level in ("confirmed", "finalized")
-        priced.append(replace(verdict, fee=await chain.fee_paid(send.signature)) if paid else verdict)
+        fee = None
+        if verdict.state in ("landed", "failed") and verdict.level in ("confirmed", "finalized"):
+            try:
+                fee = await chain.fee_paid(send.signature)
+            except RpcBadAnswer as exc:
+                log.warning("chain.fee_unreadable", extra={"signature": str(send.signature), "error": str(exc)})
+        priced.append(replace(verdict, fee=fee))
     return priced
 
 
