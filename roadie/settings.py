@@ -207,6 +207,27 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a chain job waits for finalized before it is retried later (the journal resumes it).",
     )
+    chain_compute_unit_margin: float = Field(
+        default=1.2,
+        ge=1.0,
+        le=10.0,
+        description="A transaction's SetComputeUnitLimit is its simulated unitsConsumed times this, rounded up.",
+    )
+    chain_priority_fee_percentile: int = Field(
+        default=75,
+        ge=0,
+        le=100,
+        description="SetComputeUnitPrice: this percentile of getRecentPrioritizationFees for the accounts it writes.",
+    )
+    chain_priority_fee_floor_micro_lamports: int = Field(
+        default=1_000, ge=0, description="Lowest compute-unit price the platform pays (micro-lamports per unit)."
+    )
+    chain_priority_fee_ceiling_micro_lamports: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Highest compute-unit price the platform pays (micro-lamports per unit); a higher estimate "
+        "is clamped to it, and logged.",
+    )
     reward_mint: str | None = Field(
         default=None,
         description="SPL mint of payouts (the treasury is the platform keypair's token account of it). "
@@ -254,6 +275,15 @@ class Settings(BaseSettings):
     def _no_fault_injection_in_production(self) -> Settings:
         if self.fault_injection and self.env == "production":
             raise ValueError("ROADIE_FAULT_INJECTION cannot be on when ROADIE_ENV=production")
+        return self
+
+    @model_validator(mode="after")
+    def _priority_fee_floor_under_ceiling(self) -> Settings:
+        if self.chain_priority_fee_floor_micro_lamports > self.chain_priority_fee_ceiling_micro_lamports:
+            raise ValueError(
+                "ROADIE_CHAIN_PRIORITY_FEE_FLOOR_MICRO_LAMPORTS is above "
+                "ROADIE_CHAIN_PRIORITY_FEE_CEILING_MICRO_LAMPORTS"
+            )
         return self
 
     @field_validator("indexer_watch_addresses")

@@ -10,23 +10,28 @@ error, never the URL (provider URLs often carry an API key).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Commitment
 from solana.rpc.core import RPCException
 from solana.rpc.types import TxOpts
 from solders.account import Account
+from solders.errors import SerdeJSONError
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rpc.errors import SendTransactionPreflightFailureMessage
+from solders.rpc.responses import RpcSimulateTransactionResult
 from solders.signature import Signature
+from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionErrorFieldless, TransactionStatus
 
 from roadie.jobs.errors import PermanentError, TransientError
@@ -46,6 +51,34 @@ class RpcRejected(PermanentError):  # noqa: N818 - reads as the condition it rep
     """The RPC endpoint answered with an error retrying cannot fix."""
 
     code = "rpc_error"
+
+
+class RpcBadAnswer(TransientError):  # noqa: N818 - reads as the condition it reports
+    """The RPC endpoint answered something that is not the documented response (a broken node or proxy):
+    retried later, as another try (or endpoint) may answer properly."""
+
+    code = "rpc_bad_answer"
+
+
+class _PrioritizationFee(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    slot: int = Field(ge=0)
+    prioritizationFee: int = Field(ge=0)  # noqa: N815 - the RPC's field name
+
+
+_PRIORITIZATION_FEES = TypeAdapter(list[_PrioritizationFee])
+
+
+@dataclass(frozen=True)
+class _RawRequest:
+    """A JSON-RPC request solana-py has no method for, in the shape its provider sends."""
+
+    method: str
+    params: list[Any]
+
+    def to_json(self) -> str:
+        return json.dumps({"jsonrpc": "2.0", "id": 1, "method": self.method, "params": self.params})
 
 
 def describe(exc: BaseException) -> str:
@@ -149,6 +182,49 @@ class Chain:
             return SendResult("sent")
 
         return await self.call("sendTransaction", request)
+
+    async def recent_prioritization_fees(self, writable: list[Pubkey]) -> list[int]:
+        """``getRecentPrioritizationFees``: the per-slot fees (micro-lamports per unit) to write these accounts."""
+
+        async def request(client: AsyncClient) -> str:
+            body = _RawRequest("getRecentPrioritizationFees", [[str(key) for key in writable[:128]]])
+            return await client._provider.make_request_unparsed(body)  # type: ignore[arg-type]  # no solders type
+
+        raw = await self.call("getRecentPrioritizationFees", request)
+        try:
+            answer = json.loads(raw)
+            if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+                error = answer["error"]
+                raise RpcRejected(f"getRecentPrioritizationFees: RPC error {error.get('code')}: {error.get('message')}")
+            entries = _PRIORITIZATION_FEES.validate_python(answer["result"])
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            raise RpcBadAnswer(
+                f"getRecentPrioritizationFees answered an unreadable result ({type(exc).__name__})"
+            ) from None
+        return [entry.prioritizationFee for entry in entries]
+
+    async def simulate(self, tx: VersionedTransaction) -> RpcSimulateTransactionResult:
+        """``simulateTransaction`` without signature checks, at the configured commitment."""
+        request = partial(AsyncClient.simulate_transaction, txn=tx, commitment=self.commitment)
+        try:
+            return (await self.call("simulateTransaction", request)).value
+        except SerdeJSONError as exc:
+            raise RpcBadAnswer(f"simulateTransaction answered an unreadable result: {exc}") from None
+
+    async def fee_paid(self, signature: Signature) -> int | None:
+        """The lamports a landed transaction paid (``meta.fee``), or None if the endpoint does not show it yet."""
+        request = partial(
+            AsyncClient.get_transaction,
+            tx_sig=signature,
+            commitment=Commitment("confirmed"),
+            max_supported_transaction_version=0,
+        )
+        try:
+            found = (await self.call("getTransaction", request)).value
+        except SerdeJSONError as exc:
+            raise RpcBadAnswer(f"getTransaction answered an unreadable result: {exc}") from None
+        meta = None if found is None else found.transaction.meta
+        return None if meta is None else meta.fee
 
     async def rent_exempt_minimum(self, size: int) -> int:
         request = partial(AsyncClient.get_minimum_balance_for_rent_exemption, usize=size)
