@@ -1,7 +1,7 @@
 """chain_sends.fee_lamports: what each landed transaction of the platform paid (meta.fee)
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-03 20:00:00.000000
 
 Transactions now carry a compute budget and a priority fee; the fee they paid is recorded once they land.
