@@ -1,4 +1,4 @@
-"""Media pool job types: transcoding and audio analysis of uploaded tracks (issue 3), and scratch sweeping."""
+"""Media pool job types: transcoding, audio analysis and cover stills of uploaded tracks, and scratch sweeping."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def transcode(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
 def analyse(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
     """Measure duration, format, tempo, key, RMS level and the player's waveform."""
     return stages.analyse_track(payload.track_id, context.progress)
+
+
+@job_type("media.cover", TrackPayload, queue="media", max_attempts=3, soft_time_limit_s=300, hard_time_limit_s=360)
+def cover(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
+    """Normalise the uploaded cover to square JPEGs of 3000, 1000 and 300 px with no EXIF."""
+    return stages.cover_track(payload.track_id)
 
 
 @shared_task(name="media.sweep_scratch", ignore_result=True)

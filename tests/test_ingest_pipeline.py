@@ -68,7 +68,7 @@ def _status(track_id: uuid.UUID) -> str:
         return track.status
 
 
-def test_the_first_step_starts_only_the_transcode() -> None:
+def test_the_first_step_starts_the_transcode_and_the_cover_stills() -> None:
     track_id = _track()
     parent_id = _parent(track_id)
     run = _run(parent_id)
@@ -76,15 +76,22 @@ def test_the_first_step_starts_only_the_transcode() -> None:
     with pytest.raises(WaitForChildren) as wait:
         pipeline.advance(parent_id, run.lease_id, track_id, mint=False)
 
-    assert _children(parent_id) == [("media.transcode", "queued")]
+    assert sorted(_children(parent_id)) == [("media.cover", "queued"), ("media.transcode", "queued")]
     stages = {s["name"]: s["status"] for s in (wait.value.result or {})["stages"]}
-    assert stages == {"transcode": "queued", "analysis": "pending", "pin_track": "pending", "pin_metadata": "pending"}
+    assert stages == {
+        "transcode": "queued",
+        "cover": "queued",
+        "analysis": "pending",
+        "pin_track": "pending",
+        "pin_metadata": "pending",
+    }
 
 
 def test_after_the_transcode_the_analysis_and_the_pinning_start_together() -> None:
     track_id = _track()
     parent_id = _parent(track_id)
     _child(parent_id, "media.transcode", JobStatus.SUCCEEDED)
+    _child(parent_id, "media.cover", JobStatus.SUCCEEDED)
     run = _run(parent_id)
 
     with pytest.raises(WaitForChildren) as wait:
@@ -114,6 +121,7 @@ def test_a_rerun_resumes_at_the_failed_stage_and_keeps_the_finished_ones() -> No
     track_id = _track()
     parent_id = _parent(track_id)
     _child(parent_id, "media.transcode", JobStatus.SUCCEEDED)
+    _child(parent_id, "media.cover", JobStatus.SUCCEEDED)
     _child(parent_id, "ipfs.pin_track", JobStatus.SUCCEEDED)
     _child(parent_id, "media.analyse", JobStatus.FAILED, "track_not_found")
     with transaction() as session:  # an admin re-ran the failed parent
@@ -125,6 +133,7 @@ def test_a_rerun_resumes_at_the_failed_stage_and_keeps_the_finished_ones() -> No
 
     assert _children(parent_id) == [
         ("media.transcode", "succeeded"),
+        ("media.cover", "succeeded"),
         ("ipfs.pin_track", "succeeded"),
         ("media.analyse", "failed"),
         ("media.analyse", "queued"),
@@ -135,7 +144,7 @@ def test_a_rerun_resumes_at_the_failed_stage_and_keeps_the_finished_ones() -> No
 def test_a_requested_mint_starts_once_the_metadata_is_pinned_and_the_track_is_ready_after_it() -> None:
     track_id = _track()
     parent_id = _parent(track_id)
-    for job_type in ("media.transcode", "media.analyse", "ipfs.pin_track", "ipfs.pin_metadata"):
+    for job_type in ("media.transcode", "media.cover", "media.analyse", "ipfs.pin_track", "ipfs.pin_metadata"):
         _child(parent_id, job_type, JobStatus.SUCCEEDED)
     run = _run(parent_id)
 

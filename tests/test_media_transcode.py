@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,12 +33,8 @@ def run(blob_dir: Path) -> Run:
             )
             for output in done.outputs:  # keep them past the scratch directory
                 output.path.rename(blob_dir / output.path.name)
-            return transcode.Transcoded(
-                done.duration_s,
-                done.loudness,
-                done.preview_start_s,
-                done.preview_length_s,
-                [transcode.Output(o.spec, blob_dir / o.path.name, o.seconds) for o in done.outputs],
+            return dataclasses.replace(
+                done, outputs=[transcode.Output(o.spec, blob_dir / o.path.name, o.seconds) for o in done.outputs]
             )
 
     return run

@@ -75,7 +75,7 @@ def test_an_uploaded_track_ends_ready_with_renditions_analysis_pinned_metadata_a
     assert job["status"] == "succeeded", job
     assert job["progress"]["percent"] == 100
     stages = _stages(job)
-    for name in ("transcode", "analysis", "pin_track", "pin_metadata", "mint"):
+    for name in ("transcode", "cover", "analysis", "pin_track", "pin_metadata", "mint"):
         assert stages[name]["status"] == "succeeded", stages[name]
     children = {child["type"]: child for child in job["children"]}
     assert children["media.transcode"]["status"] == children["media.analyse"]["status"] == "succeeded"
@@ -102,15 +102,15 @@ def test_an_uploaded_track_ends_ready_with_renditions_analysis_pinned_metadata_a
         stored = blobs.blob_path(str(files[kind].storage_key))
         assert stored.stat().st_size == files[kind].size_bytes
         assert files[kind].mime_type in ("audio/mpeg", "audio/ogg")
-    for kind in (*RENDITIONS, "cover", "metadata"):
+    for kind in (*RENDITIONS, "cover_3000", "cover_1000", "cover_300", "metadata"):
         assert files[kind].pin_state == "pinned", kind
         assert ipfs_node.is_pinned(str(files[kind].cid))
-    assert files["source"].pin_state == "unpinned"  # the master is not published
+    assert files["source"].pin_state == files["cover"].pin_state == "unpinned"  # as uploaded: not published
     metadata = json.loads(ipfs_node.cat(str(files["metadata"].cid)))
     assert stages["pin_metadata"]["result"]["cid"] == files["metadata"].cid
     assert metadata["properties"]["category"] == "audio"
     assert metadata["animation_url"].startswith(f"ipfs://{files['mp3_320'].cid}")
-    assert metadata["image"].startswith(f"ipfs://{files['cover'].cid}")
+    assert metadata["image"] == f"ipfs://{files['cover_1000'].cid}"
     traits = {a["trait_type"]: a["value"] for a in metadata["attributes"]}
     assert "C major" in traits.values()
     nft = _nft(track.id)
