@@ -132,6 +132,13 @@ def _ingest_sample_track(client: httpx.Client, display: Display) -> dict[str, An
         f"POST /v1/tracks -> {accepted.status_code}: track {job['track_id']}, job {job['id']} {job['status']}"
     )
     job = _follow(client, job, display, 240)
+    duplicate = (job.get("result") or {}).get("duplicate_of")
+    if duplicate:  # a demo run before this one on the same ROADIE_HOME uploaded the same chord
+        display.console.print(
+            f"  same audio as track {duplicate['track_id']} (similarity {duplicate['similarity']}): "
+            f"policy {duplicate['policy']}"
+            + (", held for an admin: not pinned, not minted" if job["result"].get("held") else "")
+        )
     for stage in (job.get("result") or {}).get("stages", []):
         error = stage.get("error") or {}
         if error:

@@ -72,11 +72,12 @@ def _sweep_scratch_at_start(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _refuse_to_start_without_ffmpeg(sender: Any = None, **_: Any) -> None:
-    """A worker that consumes the media queue needs ffmpeg and ffprobe: say so at start, not per job."""
+    """A worker that consumes the media queue needs ffmpeg (with Chromaprint) and ffprobe: say so at start."""
     if not _consumes_media(getattr(sender, "app", None)):
         return
     try:
         ffmpeg.tools()
+        ffmpeg.require_chromaprint()
     except ffmpeg.ToolMissingError as exc:
         log.critical("media.ffmpeg_missing", extra={"error": str(exc)})
         raise SystemExit(f"media worker cannot start: {exc}") from exc

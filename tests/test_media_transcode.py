@@ -11,6 +11,7 @@ import pytest
 from roadie import blobs
 from roadie.jobs.errors import PermanentError
 from roadie.media import ffmpeg, transcode
+from roadie.settings import get_settings
 from tests.fixtures.media import BAD_SOURCES, AudioFiles
 
 Run = Callable[..., transcode.Transcoded]
@@ -154,7 +155,6 @@ def test_scratch_files_are_removed_after_success_and_after_failure(audio: AudioF
 
 
 def test_a_missing_ffmpeg_is_named_with_the_setting_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from roadie.settings import get_settings
 
     monkeypatch.setenv("ROADIE_FFMPEG_PATH", "/nonexistent/ffmpeg")
     get_settings.cache_clear()
@@ -162,6 +162,23 @@ def test_a_missing_ffmpeg_is_named_with_the_setting_to_fix(monkeypatch: pytest.M
     try:
         with pytest.raises(ffmpeg.ToolMissingError, match="ROADIE_FFMPEG_PATH"):
             ffmpeg.tools()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        ffmpeg.tools.cache_clear()
+
+
+def test_an_ffmpeg_without_chromaprint_is_named_as_the_problem(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ffmpeg.require_chromaprint()  # Debian's ffmpeg has it
+    built_without = tmp_path / "ffmpeg"  # an ffmpeg whose build lists no chromaprint muxer
+    built_without.write_text("#!/bin/sh\nprintf 'File formats:\\n E mp3             MP3\\n'\n")
+    built_without.chmod(0o755)
+    monkeypatch.setenv("ROADIE_FFMPEG_PATH", str(built_without))
+    get_settings.cache_clear()
+    ffmpeg.tools.cache_clear()
+    try:
+        with pytest.raises(ffmpeg.ToolMissingError, match="no chromaprint muxer"):
+            ffmpeg.require_chromaprint()
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

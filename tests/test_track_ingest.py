@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from roadie.db import transaction
 from roadie.ipfs.client import IpfsNode
 from roadie.processes import POOLS, ProcessGroup
 from tests.conftest import ROOT
-from tests.fixtures.media import BAD_SOURCES, AudioFiles, post_track
+from tests.fixtures.media import BAD_SOURCES, AudioFiles, new_wallet, post_track
 from tests.helpers import wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker", "ipfs_node")
@@ -200,3 +201,40 @@ def test_a_media_worker_refuses_to_start_without_ffmpeg(tmp_path: Path) -> None:
         assert "ROADIE_FFMPEG_PATH" in worker.log()
     finally:
         worker.stop()
+
+
+def test_the_same_recording_uploaded_again_is_held_for_an_admin_who_releases_it(
+    uploader: httpx.Client, admin: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode
+) -> None:
+    song, wallet, key = audio.song("original.flac", 20, bpm=128, key="A minor"), new_wallet(), "original-upload"
+    first = post_track(uploader, song, artist_wallet=wallet, headers={"Idempotency-Key": key})
+    original = wait_for_job(uploader, first.json()["id"], {"succeeded", "failed"}, timeout=300)
+    assert original["status"] == "succeeded", original
+    assert "duplicate_of" not in original["result"]
+    # The same artist sending the same upload with the same key: a replay, not a second track.
+    replay = post_track(uploader, song, artist_wallet=wallet, headers={"Idempotency-Key": key})
+    assert (replay.headers["Idempotent-Replayed"], replay.json()["id"]) == ("true", original["id"])
+    copy = song.with_name("copy-128k.mp3")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(song), "-b:a", "128k", str(copy)], check=True)
+
+    held = ingest(uploader, copy)  # re-encoded, by someone else
+
+    assert held["status"] == "succeeded", held
+    assert held["result"]["held"] is True
+    duplicate = held["result"]["duplicate_of"]
+    assert (duplicate["track_id"], duplicate["policy"]) == (original["result"]["track_id"], "hold")
+    assert duplicate["similarity"] >= 0.9
+    assert _stages(held)["pin_track"]["status"] == "held"
+    track, files = _track(held["result"]["track_id"])
+    assert track.status == "held"
+    assert {f.pin_state for f in files.values()} <= {"pending", "unpinned"}  # nothing published, nothing minted
+
+    assert admin.post(f"/v1/admin/jobs/{held['id']}/retry", json={"force": True}).status_code == 202
+    released = wait_for_job(uploader, held["id"], {"succeeded", "failed"}, timeout=300)
+
+    assert released["status"] == "succeeded", released
+    assert "held" not in released["result"]
+    assert released["result"]["duplicate_of"] == duplicate  # still flagged
+    track, files = _track(held["result"]["track_id"])
+    assert track.status == "ready"
+    assert files["metadata"].pin_state == files["mp3_320"].pin_state == "pinned"
