@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from bench.common import Row, print_table, run_main
-from bench.transcode import cpu_seconds
+from bench.transcode import cpu_seconds, run_roadie
 
 TARGET = 0.10
 
@@ -65,17 +65,7 @@ def main() -> int:
 
         def ingest_media() -> None:
             with tempfile.TemporaryDirectory(dir=work) as scratch:
-                transcode.transcode(
-                    source,
-                    probe,
-                    Path(scratch),
-                    preview_start_s=None,
-                    preview_length_s=30,
-                    max_duration_s=7200,
-                    target_lufs=-14,
-                    ceiling_dbtp=-1,
-                    on_progress=lambda percent, stage: None,
-                )
+                run_roadie(source, Path(scratch))
             analysis.analyse(source, sample_rate=probe.sample_rate, channels=probe.channels, window_s=120)
 
         for round_ in range(args.rounds):

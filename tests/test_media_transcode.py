@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -154,18 +155,26 @@ def test_scratch_files_are_removed_after_success_and_after_failure(audio: AudioF
     assert list((blob_dir / blobs.TMP_DIR).iterdir()) == []
 
 
-def test_a_missing_ffmpeg_is_named_with_the_setting_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-
-    monkeypatch.setenv("ROADIE_FFMPEG_PATH", "/nonexistent/ffmpeg")
+@contextlib.contextmanager
+def _ffmpeg_at(monkeypatch: pytest.MonkeyPatch, path: str) -> Iterator[None]:
+    """``ROADIE_FFMPEG_PATH`` set to ``path`` inside the block, and the cached settings and tools with it."""
+    monkeypatch.setenv("ROADIE_FFMPEG_PATH", path)
     get_settings.cache_clear()
     ffmpeg.tools.cache_clear()
     try:
-        with pytest.raises(ffmpeg.ToolMissingError, match="ROADIE_FFMPEG_PATH"):
-            ffmpeg.tools()
+        yield
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
         ffmpeg.tools.cache_clear()
+
+
+def test_a_missing_ffmpeg_is_named_with_the_setting_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    with (
+        _ffmpeg_at(monkeypatch, "/nonexistent/ffmpeg"),
+        pytest.raises(ffmpeg.ToolMissingError, match="ROADIE_FFMPEG_PATH"),
+    ):
+        ffmpeg.tools()
 
 
 def test_an_ffmpeg_without_chromaprint_is_named_as_the_problem(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -173,13 +182,5 @@ def test_an_ffmpeg_without_chromaprint_is_named_as_the_problem(monkeypatch: pyte
     built_without = tmp_path / "ffmpeg"  # an ffmpeg whose build lists no chromaprint muxer
     built_without.write_text("#!/bin/sh\nprintf 'File formats:\\n E mp3             MP3\\n'\n")
     built_without.chmod(0o755)
-    monkeypatch.setenv("ROADIE_FFMPEG_PATH", str(built_without))
-    get_settings.cache_clear()
-    ffmpeg.tools.cache_clear()
-    try:
-        with pytest.raises(ffmpeg.ToolMissingError, match="no chromaprint muxer"):
-            ffmpeg.require_chromaprint()
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
-        ffmpeg.tools.cache_clear()
+    with _ffmpeg_at(monkeypatch, str(built_without)), pytest.raises(ffmpeg.ToolMissingError, match="no chromaprint"):
+        ffmpeg.require_chromaprint()
