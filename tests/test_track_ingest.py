@@ -25,9 +25,10 @@ from roadie.chain.nft import MintedNft, read_mint
 from roadie.db import transaction
 from roadie.ipfs.client import IpfsNode
 from roadie.processes import POOLS, ProcessGroup
-from tests.conftest import ROOT
+from tests.conftest import ROOT, create_key
 from tests.fixtures.media import BAD_SOURCES, AudioFiles, new_wallet, post_track
 from tests.helpers import wait_for_job
+from tests.test_admin_console import console, csrf_token, sign_in
 
 pytestmark = pytest.mark.usefixtures("worker", "ipfs_node")
 RENDITIONS = {"mp3_320", "mp3_128", "opus_96", "preview"}
@@ -203,8 +204,8 @@ def test_a_media_worker_refuses_to_start_without_ffmpeg(tmp_path: Path) -> None:
         worker.stop()
 
 
-def test_the_same_recording_uploaded_again_is_held_for_an_admin_who_releases_it(
-    uploader: httpx.Client, admin: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode
+def test_the_same_recording_uploaded_again_is_held_for_an_admin_who_releases_it_in_the_console(
+    uploader: httpx.Client, api_url: str, audio: AudioFiles, ipfs_node: IpfsNode
 ) -> None:
     song, wallet, key = audio.song("original.flac", 20, bpm=128, key="A minor"), new_wallet(), "original-upload"
     first = post_track(uploader, song, artist_wallet=wallet, headers={"Idempotency-Key": key})
@@ -229,7 +230,12 @@ def test_the_same_recording_uploaded_again_is_held_for_an_admin_who_releases_it(
     assert track.status == "held"
     assert {f.pin_state for f in files.values()} <= {"pending", "unpinned"}  # nothing published, nothing minted
 
-    assert admin.post(f"/v1/admin/jobs/{held['id']}/retry", json={"force": True}).status_code == 202
+    with console(api_url) as browser:
+        sign_in(browser, create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"]))
+        page = browser.get(f"/admin/jobs/{held['id']}").text
+        assert f'Held: its audio repeats track <span class="mono">{duplicate["track_id"]}</span>' in page
+        form = {"csrf_token": csrf_token(page), "force": "on"}
+        assert browser.post(f"/admin/jobs/{held['id']}/retry", data=form).status_code == 303
     released = wait_for_job(uploader, held["id"], {"succeeded", "failed"}, timeout=300)
 
     assert released["status"] == "succeeded", released
