@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import subprocess
 import tempfile
 import threading
@@ -112,15 +113,19 @@ def _follow(client: httpx.Client, job: dict[str, Any], display: Display, timeout
 
 
 def _ingest_sample_track(client: httpx.Client, display: Display) -> dict[str, Any]:
-    """Upload 20 s of a generated A minor chord with a cover, minting requested; follow its track.ingest job."""
+    """Upload 20 s of a generated chord with a cover, minting requested; follow its track.ingest job."""
     from solders.keypair import Keypair
 
     from roadie.media import ffmpeg
 
     with tempfile.TemporaryDirectory(prefix="roadie-demo-") as folder:
         audio, cover = Path(folder) / "demo.flac", Path(folder) / "cover.png"
+        # A chord of its own each run: the same audio again would be held as a duplicate upload.
+        root = random.uniform(180, 360)
         tones = [
-            arg for hz in (220, 261.63, 329.63) for arg in ("-f", "lavfi", "-i", f"sine=frequency={hz}:duration=20")
+            arg
+            for hz in (root, root * random.uniform(1.15, 1.3), root * random.uniform(1.4, 1.6))
+            for arg in ("-f", "lavfi", "-i", f"sine=frequency={hz:.2f}:duration=20")
         ]
         make = [ffmpeg.tools().ffmpeg, "-hide_banner", "-loglevel", "error", "-y"]
         subprocess.run([*make, *tones, "-filter_complex", "amix=inputs=3", "-ac", "2", str(audio)], check=True)
@@ -144,6 +149,13 @@ def _ingest_sample_track(client: httpx.Client, display: Display) -> dict[str, An
         f"POST /v1/tracks -> {accepted.status_code}: track {job['track_id']}, job {job['id']} {job['status']}"
     )
     job = _follow(client, job, display, 240)
+    duplicate = (job.get("result") or {}).get("duplicate_of")
+    if duplicate:  # a demo run before this one on the same ROADIE_HOME uploaded a chord that sounds the same
+        display.console.print(
+            f"  same audio as track {duplicate['track_id']} (similarity {duplicate['similarity']}): "
+            f"policy {duplicate['policy']}"
+            + (", held for an admin: not pinned, not minted" if job["result"].get("held") else "")
+        )
     for stage in (job.get("result") or {}).get("stages", []):
         error = stage.get("error") or {}
         if error:

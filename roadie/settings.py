@@ -151,6 +151,24 @@ class Settings(BaseSettings):
         default=524_288_000, gt=0, description="Largest audio file `POST /v1/tracks` accepts (413 above)."
     )
     max_cover_bytes: int = Field(default=10_485_760, gt=0, description="Largest cover image an upload may carry.")
+    max_cover_pixels: int = Field(
+        default=50_000_000,
+        gt=0,
+        description="Most pixels (width x height) a cover may declare; more is refused before decoding (a bomb).",
+    )
+    duplicate_audio_policy: Literal["allow", "hold", "reject"] = Field(
+        default="hold",
+        description="What follows when an upload's audio matches an existing track's fingerprint: `allow` "
+        "publishes it (flagged), `hold` stops before pinning until an admin re-runs its ingest job, `reject` "
+        "fails it with `duplicate_audio`.",
+    )
+    duplicate_audio_similarity: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Fingerprint similarity (0..1, 1 - twice the bit error rate once aligned) from which two "
+        "recordings count as the same.",
+    )
     max_duration_s: float = Field(default=1200.0, gt=0, description="Longest track accepted, in seconds.")
     preview_length_s: float = Field(default=30.0, gt=0, description="Length of the preview rendition, in seconds.")
     target_lufs: float = Field(

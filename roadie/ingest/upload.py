@@ -198,10 +198,11 @@ async def accept(
     )
     session.add(track)
     await session.flush()
-    # The source is the master: it is kept in the blob store and never published on IPFS.
+    # The source and the cover as uploaded are kept in the blob store and never published on IPFS: the
+    # renditions and the cover's square stills (EXIF stripped) are.
     files: list[tuple[str, StagedFile, str]] = [("source", audio, "unpinned")]
     if cover is not None:
-        files.append(("cover", cover, "pending"))
+        files.append(("cover", cover, "unpinned"))
     placed: list[str] = []
     try:
         for kind, staged, pin_state in files:
