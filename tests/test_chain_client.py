@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from roadie.chain.client import Chain, RpcBadAnswer, RpcRejected, RpcUnavailable, connect
+from roadie.chain.client import Chain, EndpointLost, RpcBadAnswer, RpcRejected, RpcUnavailable, connect
 from roadie.chain.keys import KeypairError, PlatformKeypair, create_keypair_file, load_keypair
 from roadie.logs import configure_logging
 from roadie.settings import Settings, get_settings
@@ -201,8 +201,32 @@ def test_a_consistent_view_stays_on_the_endpoint_that_answered_it_first() -> Non
                 await view.block_height()  # answered by endpoint 1, the first healthy one
                 first.kill()
                 assert await chain.block_height() > 0  # the chain fails over to endpoint 2
-                with pytest.raises(RpcUnavailable):  # the view does not: its reads must agree
+                with pytest.raises(EndpointLost):  # the view does not: its reads must agree
                     await view.block_height()
                 assert await chain.consistent().block_height() > 0  # a new view chooses afresh
 
         run(work())
+
+
+@pytest.mark.usefixtures("localnet")
+def test_reads_whose_endpoint_dies_midway_are_all_repeated_on_the_next() -> None:
+    with StallingProxy() as first:
+
+        async def work() -> list[list[int]]:
+            urls = [first.url, get_settings().solana_rpc_url]
+            runs: list[list[int]] = []
+
+            async def reads(view: Chain) -> list[int]:
+                runs.append([await view.block_height()])
+                if len(runs) == 1:
+                    first.kill()  # between two reads that must agree
+                runs[-1].append(await view.block_height())
+                return runs[-1]
+
+            async with connect(fast_settings(solana_rpc_urls=urls, solana_rpc_unhealthy_s=60)) as chain:
+                await chain.consistently(reads)
+            return runs
+
+        lost, repeated = run(work())
+        assert len(lost) == 1  # the first run's second read never mixed in another endpoint's answer
+        assert len(repeated) == 2

@@ -60,6 +60,11 @@ class RpcUnavailable(TransientError):  # noqa: N818 - reads as the condition it 
     code = "rpc_unavailable"
 
 
+class EndpointLost(RpcUnavailable):
+    """The one endpoint a consistent view reads from failed: its reads are repeated on another
+    (:meth:`Chain.consistently`), not mixed with another's."""
+
+
 class RpcRejected(PermanentError):  # noqa: N818 - reads as the condition it reports
     """The RPC endpoint answered with an error retrying cannot fix."""
 
@@ -129,10 +134,21 @@ class Chain:
     def consistent(self) -> Chain:
         """A view of this chain whose calls all go to one endpoint, the first that answers it, so its reads
         agree with each other (a lagging endpoint cannot contradict another's answer). Each view chooses
-        afresh; it shares this chain's connections (close this chain, not the view)."""
+        afresh; it shares this chain's connections (close this chain, not the view). When there are several
+        endpoints and the view's own fails, its call raises :class:`EndpointLost` at once."""
         view = copy.copy(self)
         view._consistent, view._pinned = True, None
         return view
+
+    async def consistently(self, reads: Callable[[Chain], Awaitable[T]]) -> T:
+        """``reads`` through one consistent view; if its endpoint is lost midway, all of them again through a
+        new view (on the next healthy endpoint), up to once per endpoint."""
+        for _ in range(len(self.endpoints) - 1):
+            try:
+                return await reads(self.consistent())
+            except EndpointLost as lost:
+                log.warning("chain.rpc_reads_repeated", extra={"reason": str(lost)})
+        return await reads(self.consistent())
 
     def _ranked(self) -> list[Endpoint]:
         """The pinned endpoint; else the healthy ones in order, or the one whose rest ends first."""
@@ -176,6 +192,8 @@ class Chain:
     async def call(self, method: str, request: Callable[[AsyncClient], Awaitable[T]]) -> T:
         """Run one RPC request, failing over between endpoints and retrying transient failures with backoff."""
         attempts = self.settings.solana_rpc_attempts
+        if self._pinned is not None and len(self.endpoints) > 1:
+            return await self._pinned_call(method, request)
         try:
             return await retry_async_call(
                 method,
@@ -189,6 +207,17 @@ class Chain:
         except (SolanaRpcException, RPCException, httpx.HTTPError) as exc:
             if is_transient(exc):
                 raise RpcUnavailable(f"{method} failed {attempts} times: {describe(exc)}") from None
+            raise RpcRejected(f"{method}: {describe(exc)}") from None
+
+    async def _pinned_call(self, method: str, request: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """One try on the view's endpoint: when it fails, the reads move to another endpoint as a whole."""
+        try:
+            return await self._try(method, request)
+        except RpcBadAnswer as exc:
+            raise EndpointLost(f"{method}: {exc}") from None
+        except (SolanaRpcException, RPCException, httpx.HTTPError) as exc:
+            if is_transient(exc):
+                raise EndpointLost(f"{method}: {describe(exc)}") from None
             raise RpcRejected(f"{method}: {describe(exc)}") from None
 
     # The calls Roadie makes --------------------------------------------------------------------
