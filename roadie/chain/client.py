@@ -103,13 +103,28 @@ class SendResult:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Endpoint:
-    """One RPC endpoint; ``number`` (its 1-based position in the list) names it in messages, never its URL."""
+    """One RPC endpoint; ``number`` (its 1-based position in the list) names it in messages, never its URL.
+
+    Its client is made on first use: making one costs some milliseconds of CPU (httpx builds an SSL context),
+    and a job's chain need not pay that for endpoints it never asks."""
 
     number: int
     url: str
-    client: AsyncClient
+    commitment: Commitment
+    timeout_s: float
+    _client: AsyncClient | None = None
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            self._client = AsyncClient(self.url, commitment=self.commitment, timeout=self.timeout_s)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
 
 
 class Chain:
@@ -120,16 +135,13 @@ class Chain:
         self.commitment: Commitment = Commitment(self.settings.solana_commitment)
         urls = [url] if url else self.settings.solana_rpc_urls
         timeout = self.settings.solana_rpc_timeout_s
-        self.endpoints = [
-            Endpoint(number, url, AsyncClient(url, commitment=self.commitment, timeout=timeout))
-            for number, url in enumerate(urls, 1)
-        ]
+        self.endpoints = [Endpoint(number, url, self.commitment, timeout) for number, url in enumerate(urls, 1)]
         self._consistent = False
         self._pinned: Endpoint | None = None
 
     async def close(self) -> None:
         for endpoint in self.endpoints:
-            await endpoint.client.close()
+            await endpoint.close()
 
     def consistent(self) -> Chain:
         """A view of this chain whose calls all go to one endpoint, the first that answers it, so its reads
