@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Roadie's configuration; ``None`` URLs mean "start the embedded servers"."""
 
-    model_config = SettingsConfigDict(env_prefix="ROADIE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ROADIE_", extra="ignore", populate_by_name=True)
 
     database_url: str | None = Field(
         default=None,
@@ -39,8 +39,12 @@ class Settings(BaseSettings):
     ipfs_api_addr: str = Field(
         default="/ip4/127.0.0.1/tcp/5001/http", description="Multiaddr of the IPFS node's RPC API (ipfs pool)."
     )
-    solana_rpc_url: str = Field(
-        default="http://127.0.0.1:8899", description="Solana JSON-RPC URL (chain and indexer pools)."
+    solana_rpc_urls: Annotated[list[str], NoDecode] = Field(
+        default=["http://127.0.0.1:8899"],
+        min_length=1,
+        validation_alias=AliasChoices("ROADIE_SOLANA_RPC_URLS", "ROADIE_SOLANA_RPC_URL"),
+        description="Solana JSON-RPC URLs, comma-separated, tried in order of health (chain and indexer pools). "
+        "`ROADIE_SOLANA_RPC_URL` (one URL) is read when this is unset.",
     )
     keypair_path: Path = Field(
         default=Path(".roadie/platform-keypair.json"),
@@ -217,6 +221,12 @@ class Settings(BaseSettings):
     solana_rpc_backoff_s: float = Field(
         default=0.25, gt=0, description="First delay between RPC tries; doubles each try, with jitter."
     )
+    solana_rpc_unhealthy_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an RPC endpoint that timed out, refused the connection, answered 429, 5xx or "
+        "garbage is passed over while another endpoint is healthy.",
+    )
     chain_poll_interval_s: float = Field(
         default=0.5, gt=0, description="How often a chain job polls signature statuses while it waits."
     )
@@ -303,6 +313,24 @@ class Settings(BaseSettings):
                 "ROADIE_CHAIN_PRIORITY_FEE_CEILING_MICRO_LAMPORTS"
             )
         return self
+
+    @field_validator("solana_rpc_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, urls: object) -> object:
+        return [url.strip() for url in urls.split(",") if url.strip()] if isinstance(urls, str) else urls
+
+    @field_validator("solana_rpc_urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for number, url in enumerate(urls, 1):  # by position: a provider URL carries its API key
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"RPC URL {number} is not an http:// or https:// URL")
+        return urls
+
+    @property
+    def solana_rpc_url(self) -> str:
+        """The first RPC endpoint: the local chain serves it, and tools that talk to one endpoint use it."""
+        return self.solana_rpc_urls[0]
 
     @field_validator("indexer_watch_addresses")
     @classmethod

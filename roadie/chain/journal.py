@@ -117,7 +117,14 @@ def journal(purpose: str, tx: VersionedTransaction, last_valid_block_height: int
 
 
 async def check(chain: Chain, sends: Sequence[Pending]) -> list[Verdict]:
-    """What the chain knows about each journaled transaction (see the module docstring)."""
+    """What the chain knows about each journaled transaction (see the module docstring).
+
+    The statuses and the finalized height come from one endpoint (:meth:`Chain.consistently`): one lagging
+    behind another could otherwise make a landed transaction look expired."""
+    return await chain.consistently(lambda view: _verdicts(view, sends))
+
+
+async def _verdicts(chain: Chain, sends: Sequence[Pending]) -> list[Verdict]:
     statuses = await chain.statuses([send.signature for send in sends])
     finalized_height: int | None = None
     verdicts = []

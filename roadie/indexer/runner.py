@@ -133,7 +133,7 @@ async def chain_slot(chain: Chain, commitment: Any) -> int:
 
 
 class Indexer:
-    """The passes, over one RPC connection, with the settings in force."""
+    """The passes, each over one RPC endpoint (:meth:`Chain.consistent`), with the settings in force."""
 
     def __init__(self, chain: Chain, settings: Settings) -> None:
         self.chain, self.settings = chain, settings
@@ -143,6 +143,7 @@ class Indexer:
     # --- the tick --------------------------------------------------------------------------------
 
     async def tick(self) -> Report:
+        self.chain = self.chain.consistent()  # one endpoint per tick: the cursor, the lists and the reads agree
         report = Report()
         addresses = watched_addresses(self.settings)
         finalized_slot = await chain_slot(self.chain, Finalized)
@@ -352,6 +353,7 @@ class Indexer:
             return await self._backfill(start_slot, end_slot, progress)
 
     async def _backfill(self, start_slot: int, end_slot: int, progress: Any) -> Report:
+        self.chain = self.chain.consistent()  # one endpoint: a lagging one would call finalized slots unavailable
         report = Report()
         addresses = {Pubkey.from_string(address) for address in watched_addresses(self.settings)}
         report.addresses = len(addresses)
@@ -428,7 +430,7 @@ async def status(settings: Settings | None = None) -> dict[str, Any]:
         async with connect(settings.model_copy(update={"solana_rpc_attempts": 1})) as chain:
             chain_head, finalized_slot = await chain_slot(chain, Confirmed), await chain_slot(chain, Finalized)
     except RpcUnavailable as exc:
-        chain_error = f"unreachable at {settings.solana_rpc_url}: {exc}"
+        chain_error = f"unreachable ({len(settings.solana_rpc_urls)} RPC endpoint(s)): {exc}"
     with transaction() as session:
         overview = store.overview(session, addresses)
     indexed = overview["indexed_slot"]
