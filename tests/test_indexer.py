@@ -605,14 +605,18 @@ def test_a_stake_deposit_opens_its_position_once_finalized_and_one_a_fork_drops_
 def test_a_stake_memo_that_does_not_parse_is_a_refused_deposit_for_an_admin_and_the_indexer_goes_on(
     indexing: Indexing, chain_running: Any, books: None
 ) -> None:
-    staker = Keypair()
+    staker, stranger = Keypair(), Keypair()
     user = user_with_wallet(staker.pubkey())
-    confirmed(reward_tokens(staker.pubkey(), 10_000), [platform()])
+    confirmed([*reward_tokens(staker.pubkey(), 10_000), *reward_tokens(stranger.pubkey(), 10_000)], [platform()])
 
     odd = confirmed(stake(staker, 1_000, "roadie:stake:apy=15%"), [platform(), staker])
+    unknown = confirmed(stake(stranger, 1_000, "roadie:stake"), [platform(), stranger])
     good = confirmed(stake(staker, 2_000, "roadie:stake:apy_bps=1200"), [platform(), staker])
 
     wait_until(lambda: booked_deposit(good), "the next deposit booked", STARTING)
+    nobody = deposit_of(unknown)  # refused by the ledger once final: no user has that wallet
+    assert nobody is not None
+    assert (nobody.status, nobody.error_code, nobody.position_id) == ("refused", "unknown_wallet", None)
     refused = deposit_of(odd)
     assert refused is not None
     assert (refused.status, refused.error_code, refused.amount, refused.position_id) == (

@@ -206,13 +206,12 @@ def _book(session: Session, signatures: Sequence[str], settings: Settings) -> No
                     _open(session, fact, at, settings)
                 else:
                     _record(session, fact, at, now)
+                fact.status = "booked"
         except PermanentError as exc:
             _refuse(fact, exc.code, exc.message)
         except IntegrityError as exc:
             refused = refusal(exc)
             _refuse(fact, refused.code, refused.message)
-        else:
-            fact.status = "booked"
     session.flush()
 
 
