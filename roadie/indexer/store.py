@@ -151,6 +151,8 @@ def _keep_facts(session: Session, decoded: DecodedTransaction, settings: Setting
         except FactError as exc:
             _refuse(deposit, exc.code, exc.message)
         session.add(deposit)
+    if not any(event.kind == "nft_transfer" for event in decoded.events):
+        return  # no sale, and no need to derive the escrow's address
     sold = settlement(decoded.events, {escrow_wallet(settings)})
     if sold is None:
         return
@@ -169,6 +171,7 @@ Fact = TypeVar("Fact", IndexedDeposit, IndexedSale)
 
 
 def _refuse(fact: IndexedDeposit | IndexedSale, code: str, message: str) -> None:
+    """Keep the fact, marked with why the ledger cannot take it, for an admin (and say so in the log)."""
     fact.status, fact.error_code, fact.error_message = "refused", code, message
     log.warning(
         "indexer.fact_refused",
