@@ -264,6 +264,16 @@ class Settings(BaseSettings):
     reward_mint_decimals: int = Field(
         default=6, ge=0, le=18, description="Decimals of the reward mint (transfer_checked refuses a mismatch)."
     )
+    staking_vault_wallet: str | None = Field(
+        default=None,
+        description="Owner of the staking vault: a `roadie:stake` transfer_checked into its token account of the "
+        "reward mint opens a staking position. Unset: a wallet derived from the platform keypair.",
+    )
+    escrow_wallet: str | None = Field(
+        default=None,
+        description="The marketplace escrow: an NFT it hands over in a transaction that pays the seller is a sale. "
+        "Unset: a wallet derived from the platform keypair.",
+    )
     localnet_slot_ms: int = Field(
         default=400, ge=0, description="`roadie localnet`: a block every this many ms (0: only on request)."
     )
@@ -332,17 +342,17 @@ class Settings(BaseSettings):
         """The first RPC endpoint: the local chain serves it, and tools that talk to one endpoint use it."""
         return self.solana_rpc_urls[0]
 
-    @field_validator("indexer_watch_addresses")
+    @field_validator("indexer_watch_addresses", "staking_vault_wallet", "escrow_wallet")
     @classmethod
-    def _base58_addresses(cls, addresses: list[str]) -> list[str]:
+    def _base58_addresses(cls, value: list[str] | str | None) -> list[str] | str | None:
         from solders.pubkey import Pubkey
 
-        for address in addresses:
+        for address in [value] if isinstance(value, str) else value or []:
             try:
                 Pubkey.from_string(address)
             except ValueError:
                 raise ValueError(f"{address!r} is not a base58 Solana address") from None
-        return addresses
+        return value
 
     # Ledger pool: rewards, staking, royalties (issue 5)
     ledger_min_listen_ms: int = Field(
