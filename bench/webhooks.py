@@ -1,6 +1,6 @@
 """Webhook deliveries: Roadie's relay and webhooks pool versus a bare httpx loop posting the same signed bodies.
 
-    python -m bench.webhooks [--events 2000] [--latency-rate 20] [--latency-seconds 15]
+    python -m bench.webhooks [--events 1000] [--latency-rate 5] [--latency-seconds 20]
 
 One receiver (``bench/webhook_receiver.py``: uvicorn, its own process, verifies every signature with
 the ``standardwebhooks`` package and answers 204) serves both sides, at ``http://127.0.0.1:<port>/hooks``,
@@ -330,10 +330,10 @@ def run_baseline(bench: Bench, receiver: Receiver, bodies: list[tuple[str, str]]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=2000, help="deliveries in the throughput window (default 2000)")
+    parser.add_argument("--events", type=int, default=1000, help="deliveries in the throughput window (default 1000)")
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured deliveries first, per side (default 50)")
-    parser.add_argument("--latency-rate", type=float, default=20.0, help="echo jobs/s in the latency phase")
-    parser.add_argument("--latency-seconds", type=float, default=15.0, help="length of the latency phase (s)")
+    parser.add_argument("--latency-rate", type=float, default=5.0, help="echo jobs/s in the latency phase (default 5)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="latency phase length (default 20 s)")
     args = parser.parse_args()
 
     from cryptography.fernet import Fernet
