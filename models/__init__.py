@@ -2,6 +2,7 @@
 
 from models.base import Base
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
+from models.controls import ControlEvent, Pause, ScheduleState
 from models.indexer import ChainEvent, IndexedTransaction, IndexerCursor
 from models.ledger import (
     LedgerAccount,
@@ -46,6 +47,7 @@ __all__ = [
     "ChainSend",
     "ChainTransaction",
     "ConsoleSession",
+    "ControlEvent",
     "IdempotencyKey",
     "IndexedTransaction",
     "IndexerCursor",
@@ -61,12 +63,14 @@ __all__ = [
     "NftCollection",
     "NftMetadata",
     "OutboxMessage",
+    "Pause",
     "Payout",
     "PayoutBatch",
     "PayoutTransfer",
     "Play",
     "Sale",
     "SaleCreator",
+    "ScheduleState",
     "StakingPayout",
     "StakingPosition",
     "TokenBalance",
