@@ -22,7 +22,7 @@ class ScheduleView(BaseModel):
 
     name: str
     task: str
-    schedule: str = Field(description="`every 15s` or a crontab (UTC), from its ROADIE_SCHEDULE_* setting.")
+    schedule: str = Field(description="`every 15s` or a crontab (UTC): the ROADIE_SCHEDULE_* beat last ran it on.")
     enabled: bool
     changed_by: str | None
     changed_at: dt.datetime | None

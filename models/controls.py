@@ -60,6 +60,7 @@ class ScheduleState(Base):
     changed_at: Mapped[dt.datetime | None]
     run_requested_at: Mapped[dt.datetime | None] = mapped_column(comment="Run now: the first beat to see it runs it.")
     run_requested_by: Mapped[str | None] = mapped_column(String(100))
+    timing: Mapped[str | None] = mapped_column(String(64), comment="The ROADIE_SCHEDULE_* that beat last ran it on.")
     last_run_at: Mapped[dt.datetime | None]
     last_outcome: Mapped[str | None] = mapped_column(String(16))
     last_detail: Mapped[str | None] = mapped_column(Text)

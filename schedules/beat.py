@@ -26,7 +26,7 @@ from models.controls import ScheduleState
 from roadie import logs
 from roadie.db import transaction
 from roadie.jobs import outbox, pauses
-from roadie.settings import Settings
+from roadie.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,11 @@ def upsert_state(name: str, values: dict[str, Any]) -> Insert:
 
 
 def record_run(name: str, outcome: Outcome, detail: str | None) -> None:
-    """Stamp an entry's last run and how it went."""
+    """Stamp an entry's last run, how it went, and the timing beat runs it on (the API's settings may differ)."""
+    timing = getattr(get_settings(), f"schedule_{name}")
+    values = {"last_run_at": func.now(), "last_outcome": outcome, "last_detail": detail, "timing": timing}
     with transaction() as session:
-        session.execute(upsert_state(name, {"last_run_at": func.now(), "last_outcome": outcome, "last_detail": detail}))
+        session.execute(upsert_state(name, values))
 
 
 def parse_schedule(text: str) -> timedelta | crontab:

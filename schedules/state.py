@@ -59,8 +59,8 @@ async def list_schedules(session: AsyncSession) -> list[ScheduleView]:
     assert now is not None
     views = []
     for name, entry in beat_schedule(settings).items():
-        text = getattr(settings, f"schedule_{name}")
         row = rows.get(name)
+        text = (row.timing if row else None) or getattr(settings, f"schedule_{name}")
         enabled = row is None or row.enabled
         last_run_at = row.last_run_at if row else None
         views.append(

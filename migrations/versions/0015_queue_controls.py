@@ -41,6 +41,9 @@ def upgrade() -> None:
             comment="Run now: the first beat to see it runs it.",
         ),
         sa.Column("run_requested_by", sa.String(length=100), nullable=True),
+        sa.Column(
+            "timing", sa.String(length=64), nullable=True, comment="The ROADIE_SCHEDULE_* that beat last ran it on."
+        ),
         sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_outcome", sa.String(length=16), nullable=True),
         sa.Column("last_detail", sa.Text(), nullable=True),
