@@ -42,7 +42,8 @@ def _next_run(text: str, last_run_at: dt.datetime | None, now: dt.datetime) -> d
     if last_run_at is None and not isinstance(every, crontab):
         return now
     remaining: dt.timedelta = every.remaining_estimate(last_run_at or now)
-    return max(now, now + remaining)
+    due: dt.datetime = every.now() + remaining  # the estimate is from Celery's clock
+    return max(now, due)
 
 
 def beat_schedule_entry(text: str) -> schedule:
