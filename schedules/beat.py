@@ -175,6 +175,7 @@ class Scheduler(PersistentScheduler):  # type: ignore[misc]  # Celery's classes 
             logs.unbind(tokens)
 
     def _send(self, entry: ScheduleEntry, producer: Any) -> None:
+        log.info("beat.sending", extra={"schedule": entry.name, "task": entry.task})
         try:
             self.apply_async(entry, producer=producer, advance=False)
         except Exception as exc:  # the broker may be away: the next period sends again
