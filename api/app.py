@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
-from api import admin, batches, console, health, jobs, ledger, openapi, telemetry, tracks
+from api import admin, batches, console, health, jobs, ledger, openapi, queues, schedules, telemetry, tracks
 from api.errors import (
     on_client_disconnect,
     on_dependency_unavailable,
@@ -51,6 +51,8 @@ def create_app() -> Starlette:
             *tracks.routes,
             *ledger.routes,
             *admin.routes,
+            *queues.routes,
+            *schedules.routes,
             console.mount(),
         ],
         middleware=[Middleware(RequestContextMiddleware)],

@@ -17,6 +17,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -35,7 +36,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
-from api import console_dashboard, console_job
+from api import console_controls, console_dashboard, console_job
 from api import console_pictures as pictures
 from api.errors import validation_fields
 from models.platform import ApiClient, ConsoleSession, Job, JobStatus
@@ -431,6 +432,56 @@ async def dashboard_page(request: Request) -> Response:
     return await _read_only_page(request, "dashboard.html", load)
 
 
+# Queue and schedule controls (issue 17): what the pages show and the forms do is in api/console_controls.py.
+
+
+async def queues_page(request: Request) -> Response:
+    """Every queue and paused job type, with pause and resume buttons."""
+    return await _read_only_page(request, "queues.html", console_controls.queues_context)
+
+
+async def schedules_page(request: Request) -> Response:
+    """Beat's schedules, with run-now, disable and enable buttons."""
+    return await _read_only_page(request, "schedules.html", console_controls.schedules_context)
+
+
+Control = Callable[[AsyncSession, ApiClient, FormData], Awaitable[str]]
+
+
+async def _control(request: Request, page: str, act: Control) -> Response:
+    """A control form: CSRF-checked, by the signed-in admin, then back to ``page`` with what it did."""
+    form = await _checked_form(request)
+    target = request.url_for(page).path
+    async with async_transaction() as session:
+        operator = await _operator(session, request)
+        if operator is None:
+            return _to_login(request)
+        try:
+            notice = await act(session, operator, form)
+        except IntakeError as exc:  # refused before anything was written
+            _notify(request, f"Nothing changed: {exc.message}.", "error")
+            return _redirect(target)
+        actor = operator.name
+    log.info("console.control", extra={"client": actor, "path": request.url.path})
+    _notify(request, notice)
+    return _redirect(target)
+
+
+async def pause_queue(request: Request) -> Response:
+    return await _control(request, "console.queues", partial(console_controls.pause_or_resume, action="pause"))
+
+
+async def resume_queue(request: Request) -> Response:
+    return await _control(request, "console.queues", partial(console_controls.pause_or_resume, action="resume"))
+
+
+async def drive_schedule(request: Request) -> Response:
+    action = request.path_params["action"]
+    if action not in ("run", "disable", "enable"):
+        raise HTTPException(404, f"no schedule action {action!r}")
+    return await _control(request, "console.schedules", partial(console_controls.drive_schedule, action=action))
+
+
 async def on_csrf_refused(request: Request, exc: Exception) -> Response:
     message = "This form is stale or did not come from this console: reload the page and try again."
     return _render(request, "error.html", {"title": "Form refused", "message": message}, status_code=403)
@@ -475,6 +526,11 @@ def create_console() -> Starlette:
             Route("/jobs/{job_id}/retry", retry_one, name="console.retry_one", methods=["POST"]),
             Route("/payout-holds", payout_holds_page, name="console.payout_holds"),
             Route("/dashboard", dashboard_page, name="console.dashboard"),
+            Route("/queues", queues_page, name="console.queues"),
+            Route("/queues/pause", pause_queue, name="console.pause", methods=["POST"]),
+            Route("/queues/resume", resume_queue, name="console.resume", methods=["POST"]),
+            Route("/schedules", schedules_page, name="console.schedules"),
+            Route("/schedules/{action}", drive_schedule, name="console.drive_schedule", methods=["POST"]),
         ],
         middleware=[
             Middleware(

@@ -29,6 +29,8 @@ from api.health import Health, Readiness
 from api.jobs import IdempotencyKeyHeader, JobPage, ListQuery, job_request_adapter
 from api.ledger import AccountView, EntriesQuery, PayoutPage, PayoutQuery, PlayReceipt, SaleRequest, SaleView
 from api.params import BigIntId
+from api.queues import PauseRequest, QueueState, QueueStates
+from api.schedules import ScheduleList, ScheduleView
 from api.tracks import TrackAccepted, TrackUpload
 from roadie.jobs.batches import BatchRequest
 from roadie.jobs.views import JobView
@@ -74,6 +76,9 @@ BATCH_ID = Param("batch_id", "path", uuid.UUID)
 IDEMPOTENCY_KEY = Param(
     "Idempotency-Key", "header", IdempotencyKeyHeader, "The same key and body within its lifetime replay the job."
 )
+QUEUE = Param("queue", "path", str, "A pool's queue: media, ipfs, chain, ledger, indexer or default")
+JOB_TYPE = Param("job_type", "path", str, "A job type's name, such as nft.mint")
+SCHEDULE = Param("name", "path", str, "A beat entry's name, as GET /v1/admin/schedules lists them")
 ACCOUNT_ID = Param(
     "account_id", "path", Literal["treasury", "clearing", "external"] | BigIntId, "Numeric id, or a system account"
 )
@@ -150,6 +155,7 @@ def operations() -> tuple[Operation, ...]:
             {200: PayoutHolds},
             "admin",
         ),
+        *_control_operations(),
         Operation(
             "post",
             "/v1/plays",
@@ -184,6 +190,53 @@ def operations() -> tuple[Operation, ...]:
             query=PayoutQuery,
         ),
     )
+
+
+def _control_operations() -> tuple[Operation, ...]:
+    """Pausing queues and job types, and driving beat's schedules (admin)."""
+    pausing = tuple(
+        Operation(
+            "post",
+            f"/v1/admin/{path}/{{{param.name}}}/{action}",
+            f"{action.capitalize()} a {what}: {effect}",
+            {200: QueueState},
+            "admin",
+            body=PauseRequest if action == "pause" else None,
+            body_required=False,
+            params=(param,),
+        )
+        for path, param, what in (("queues", QUEUE, "queue"), ("job-types", JOB_TYPE, "job type"))
+        for action, effect in (
+            ("pause", "nothing new of it starts, its jobs wait in the ledger"),
+            ("resume", "its held jobs go to the workers"),
+        )
+    )
+    driving = tuple(
+        Operation(
+            "post",
+            f"/v1/admin/schedules/{{name}}/{action}",
+            summary,
+            {status: ScheduleView},
+            "admin",
+            params=(SCHEDULE,),
+        )
+        for action, summary, status in (
+            ("run", "Ask beat to run a schedule now (one beat runs it)", 202),
+            ("disable", "Disable a schedule: beat runs it no more", 200),
+            ("enable", "Enable a schedule again", 200),
+        )
+    )
+    listing = (
+        Operation("get", "/v1/admin/queues", "Every queue and paused job type", {200: QueueStates}, "admin"),
+        Operation(
+            "get",
+            "/v1/admin/schedules",
+            "Beat's schedules with their last run, outcome and next run",
+            {200: ScheduleList},
+            "admin",
+        ),
+    )
+    return (*listing, *pausing, *driving)
 
 
 def schema_sources() -> list[tuple[type[BaseModel] | TypeAdapter[Any], JsonSchemaMode]]:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import case, extract, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.platform import Job, JobEvent, JobStatus, OutboxMessage
 from roadie.db import async_transaction
+from roadie.jobs import pauses
 from roadie.jobs.types import QUEUES, job_types
 from roadie.ledger.check import settlement_violations
 from roadie.logs import bind, new_request_id, unbind, valid_request_id
@@ -175,7 +177,8 @@ async def ledger_metrics() -> list[Metric]:
                     .group_by(Job.queue)
                 )
             ).all()
-            due = OutboxMessage.available_at <= func.now()
+            # A held row waits for its pause to be lifted, not for the relay: roadie_held_jobs counts it.
+            due = (OutboxMessage.available_at <= func.now()) & OutboxMessage.held.is_(False)
             oldest_due = func.min(OutboxMessage.available_at).filter(due)
             outbox_count, outbox_age = (
                 await session.execute(
@@ -191,6 +194,7 @@ async def ledger_metrics() -> list[Metric]:
                 )
             ).all()
             unsettled = await settlement_violations(session, get_settings())
+            paused = await pause_metrics(session)
     except Exception:
         log.warning("metrics.ledger_unavailable", exc_info=True)
         up.add_metric([], 0)
@@ -210,7 +214,23 @@ async def ledger_metrics() -> list[Metric]:
     for check, count in unsettled.items():
         violated.add_metric([check], count)
     up.add_metric([], 1)
-    return [depth, oldest, backlog, backlog_age, dead, violated, up]
+    return [depth, oldest, backlog, backlog_age, dead, violated, *paused, up]
+
+
+async def pause_metrics(session: AsyncSession) -> list[Metric]:
+    """Whether each queue (and job type) is paused, and how many of its jobs the ledger holds for it."""
+    queue_paused = GaugeMetricFamily("roadie_queue_paused", "1 while the queue is paused, else 0.", labels=["queue"])
+    type_paused = GaugeMetricFamily("roadie_job_type_paused", "1 for each paused job type.", labels=["type"])
+    held = GaugeMetricFamily(
+        "roadie_held_jobs", "Jobs held in the outbox by a pause, by queue or job type.", labels=["kind", "target"]
+    )
+    for state in await pauses.states(session):
+        if state.kind == "queue":
+            queue_paused.add_metric([state.name], int(state.paused))
+        else:
+            type_paused.add_metric([state.name], 1)
+        held.add_metric([state.kind, state.name], state.held)
+    return [queue_paused, type_paused, held]
 
 
 async def metrics(request: Request) -> Response:

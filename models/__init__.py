@@ -2,6 +2,7 @@
 
 from models.base import Base
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
+from models.controls import ControlEvent, Pause, ScheduleState
 from models.indexer import ChainEvent, IndexedDeposit, IndexedSale, IndexedTransaction, IndexerCursor
 from models.ledger import (
     LedgerAccount,
@@ -48,6 +49,7 @@ __all__ = [
     "ChainSend",
     "ChainTransaction",
     "ConsoleSession",
+    "ControlEvent",
     "IdempotencyKey",
     "IndexedDeposit",
     "IndexedSale",
@@ -65,12 +67,14 @@ __all__ = [
     "NftCollection",
     "NftMetadata",
     "OutboxMessage",
+    "Pause",
     "Payout",
     "PayoutBatch",
     "PayoutTransfer",
     "Play",
     "Sale",
     "SaleCreator",
+    "ScheduleState",
     "StakingPayout",
     "StakingPosition",
     "TokenBalance",

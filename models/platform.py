@@ -196,15 +196,22 @@ class JobEvent(Base):
 
 
 class OutboxMessage(Base):
-    """A job waiting to be published to the broker; deleted once published."""
+    """A job waiting to be published to the broker; deleted once published.
+
+    ``held``: its queue or job type is paused (see :mod:`roadie.jobs.pauses`); the relay skips it until resumed.
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_available_at", "available_at"),)
+    __table_args__ = (
+        Index("ix_outbox_available_at", "available_at", postgresql_where=text("NOT held")),
+        Index("ix_outbox_held", "job_id", postgresql_where=text("held")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     available_at: Mapped[dt.datetime] = created_at()
     created_at: Mapped[dt.datetime] = created_at()
+    held: Mapped[bool] = mapped_column(server_default="false")
 
 
 class IdempotencyKey(Base):

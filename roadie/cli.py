@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 import psycopg
@@ -409,6 +409,126 @@ def status_command() -> None:
     from roadie.status import gather, render
 
     click.echo(render(gather(get_settings()), QUEUES))
+
+
+# Queue and schedule controls (issue 17): pause and resume, and beat's schedules.
+
+
+@main.group()
+def queues() -> None:
+    """Pause and resume a pool's queue or a job type: nothing new of it starts, its jobs wait in the ledger."""
+
+
+def _queue_line(state: Any) -> str:
+    paused = f"PAUSED by {state.paused_by} since {state.paused_at:%Y-%m-%d %H:%M:%S} UTC" if state.paused else "running"
+    why = f" ({state.reason})" if state.reason else ""
+    return f"{state.kind:5} {state.name:24} {paused}{why}; held {state.held}, running {state.running}"
+
+
+@queues.command("list")
+def queues_list() -> None:
+    """Every queue and paused job type, with its jobs held and running."""
+    from roadie.jobs import pauses
+
+    async def work() -> list[str]:
+        async with async_transaction() as session:
+            return [_queue_line(state) for state in await pauses.states(session)]
+
+    for line in _run(work):
+        click.echo(line)
+
+
+_JOB_TYPE_FLAG = click.option("--job-type", "job_type", is_flag=True, help="NAME is a job type, not a queue.")
+
+
+@queues.command("pause")
+@click.argument("name")
+@_JOB_TYPE_FLAG
+@click.option("--reason", default=None, help="Why, for the audit trail and the console.")
+def queues_pause(name: str, job_type: bool, reason: str | None) -> None:
+    """Pause queue NAME (or job type NAME with --job-type); running jobs finish."""
+    from roadie.jobs import pauses
+
+    async def work() -> str:
+        async with async_transaction() as session:
+            return _queue_line(await pauses.pause(session, "type" if job_type else "queue", name, _actor(), reason))
+
+    click.echo(_run(work))
+
+
+@queues.command("resume")
+@click.argument("name")
+@_JOB_TYPE_FLAG
+def queues_resume(name: str, job_type: bool) -> None:
+    """Resume queue NAME (or job type NAME with --job-type): its held jobs go to the workers."""
+    from roadie.jobs import pauses
+
+    async def work() -> str:
+        async with async_transaction() as session:
+            return _queue_line(await pauses.resume(session, "type" if job_type else "queue", name, _actor()))
+
+    click.echo(_run(work))
+
+
+@main.group()
+def schedules() -> None:
+    """Beat's schedules: list them with their last and next run; run one now, disable or enable it."""
+
+
+def _schedule_line(view: Any) -> str:
+    def at(moment: dt.datetime | None) -> str:
+        return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else "-"
+
+    state = "enabled" if view.enabled else f"DISABLED by {view.changed_by}"
+    outcome = f"{view.last_outcome}: {view.last_detail}" if view.last_outcome else "-"
+    return (
+        f"{view.name:24} {view.schedule:12} {state:28} last {at(view.last_run_at)} ({outcome}) "
+        f"next {at(view.next_run_at)}{' run requested' if view.run_requested_at else ''}"
+    )
+
+
+@schedules.command("list")
+def schedules_list() -> None:
+    """Every beat entry: schedule (UTC), enabled, last run and outcome, next run."""
+    from schedules import state
+
+    async def work() -> list[str]:
+        async with async_transaction() as session:
+            return [_schedule_line(view) for view in await state.list_schedules(session)]
+
+    for line in _run(work):
+        click.echo(line)
+
+
+@schedules.command("run")
+@click.argument("name")
+def schedules_run(name: str) -> None:
+    """Ask beat to run schedule NAME now; one beat takes the request within a few seconds."""
+    _change_schedule(name, "run")
+
+
+@schedules.command("disable")
+@click.argument("name")
+def schedules_disable(name: str) -> None:
+    """Disable schedule NAME: no beat runs it until it is enabled."""
+    _change_schedule(name, "disable")
+
+
+@schedules.command("enable")
+@click.argument("name")
+def schedules_enable(name: str) -> None:
+    """Enable schedule NAME again."""
+    _change_schedule(name, "enable")
+
+
+def _change_schedule(name: str, action: Literal["run", "disable", "enable"]) -> None:
+    from schedules import state
+
+    async def work() -> str:
+        async with async_transaction() as session:
+            return _schedule_line(await state.change(session, name, action, _actor()))
+
+    click.echo(_run(work))
 
 
 @main.group()

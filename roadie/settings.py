@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     schedule_sweep_outbox: str = Field(default="every 15s", description="Beat: re-send lost jobs.")
     schedule_reap_lost_jobs: str = Field(default="every 10s", description="Beat: re-queue jobs of dead workers.")
     schedule_purge_idempotency_keys: str = Field(default="17 * * * *", description="Beat: drop expired keys.")
+    schedule_release_held: str = Field(
+        default="every 15s", description="Beat: release outbox rows held for a pause that was lifted."
+    )
     schedule_sweep_scratch: str = Field(
         default="every 5m", description="Beat: remove scratch folders of media work whose worker died."
     )

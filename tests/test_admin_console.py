@@ -148,6 +148,9 @@ FORM_FIELDS: dict[str, Callable[[str], dict[str, str]]] = {
     "console.logout": lambda key: {},
     "console.retry_matching": lambda key: {"error_code": "echo_permanent"},
     "console.retry_one": lambda key: {},
+    "console.pause": lambda key: {"kind": "queue", "name": "media"},
+    "console.resume": lambda key: {"kind": "queue", "name": "media"},
+    "console.drive_schedule": lambda key: {"name": "ledger_check"},  # the action (path) is disable
 }
 
 
@@ -163,7 +166,7 @@ def console_forms() -> list[Route]:
 @pytest.mark.usefixtures("worker")
 def test_every_console_form_refuses_a_post_without_the_sessions_csrf_token(api_url: str, client: httpx.Client) -> None:
     failed = wait_for_job(client, submit(client, {"fail": "permanent", "fail_times": 1})["id"], "failed")["id"]
-    params = {"job_id": failed}
+    params = {"job_id": failed, "action": "disable"}
 
     for route in console_forms():
         key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])

@@ -23,6 +23,7 @@ _DROPPED_EVENTS: dict[Dropped, tuple[int, str]] = {
     Dropped.DUPLICATE: (logging.INFO, "job.duplicate_delivery"),
     Dropped.LEASE_LOST: (logging.WARNING, "job.outcome_refused_lease_lost"),
     Dropped.NOT_RUN: (logging.INFO, "job.delivery_not_run"),
+    Dropped.PAUSED: (logging.INFO, "job.held_paused"),
 }
 
 

@@ -16,9 +16,10 @@ from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 import psycopg
-from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, null, or_, select, union_all, update
 from sqlalchemy.engine import CursorResult, make_url
 
+from models.controls import paused
 from models.platform import IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
 from roadie.db import PreparedStatement, connect_args, sync_engine, transaction
 from roadie.logs import REQUEST_ID_HEADER
@@ -45,29 +46,38 @@ class _Due(NamedTuple):
 
     outbox_id: int
     job_id: uuid.UUID
-    job_type: str
+    job_type: str | None  # None: held, its queue or job type is paused
     queue: str
     request_id: str | None
 
 
 @lru_cache(maxsize=1)
 def _take_due_statement() -> PreparedStatement:
-    """Take up to ``limit`` due outbox rows and mark their jobs published, in one statement (built once).
+    """Take up to ``limit`` due outbox rows, mark their jobs published or hold the paused ones (built once).
 
-    The rows are locked (others skip them), deleted and the jobs stamped in the caller's
-    transaction, which commits only after the messages are on the broker.
+    The rows are locked (others skip them), deleted and the jobs stamped in the caller's transaction,
+    which commits only after the messages are on the broker. Rows of a paused queue or job type are
+    marked held instead (they come back as rows without a type) and leave the relay's index until resumed.
     """
     due = (
-        select(OutboxMessage.id)
-        .where(OutboxMessage.available_at <= func.now())
+        select(OutboxMessage.id, paused(Job.queue, Job.type).label("paused"))
+        .join(Job, Job.id == OutboxMessage.job_id)
+        .where(OutboxMessage.available_at <= func.now(), OutboxMessage.held.is_(False))
         .order_by(OutboxMessage.id)
         .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=OutboxMessage, skip_locked=True)
         .cte("due")
+    )
+    held = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(select(due.c.id).where(due.c.paused)))
+        .values(held=True)
+        .returning(OutboxMessage.id, OutboxMessage.job_id)
+        .cte("held")
     )
     taken = (
         delete(OutboxMessage)
-        .where(OutboxMessage.id.in_(select(due.c.id)))
+        .where(OutboxMessage.id.in_(select(due.c.id).where(~due.c.paused)))
         .returning(OutboxMessage.id, OutboxMessage.job_id)
         .cte("taken")
     )
@@ -78,15 +88,16 @@ def _take_due_statement() -> PreparedStatement:
         .returning(Job.id, Job.type, Job.queue, Job.request_id)
         .cte("marked")
     )
-    return PreparedStatement(
-        select(taken.c.id, taken.c.job_id, marked.c.type, marked.c.queue, marked.c.request_id)
-        .join(marked, marked.c.id == taken.c.job_id)
-        .order_by(taken.c.id)
+    published = select(taken.c.id, taken.c.job_id, marked.c.type, marked.c.queue, marked.c.request_id).join(
+        marked, marked.c.id == taken.c.job_id
     )
+    kept = select(held.c.id, held.c.job_id, null(), null(), null())
+    both = union_all(published, kept)
+    return PreparedStatement(both.order_by(both.selected_columns[0]))
 
 
 def relay_once(limit: int = RELAY_BATCH) -> int:
-    """Publish due outbox rows and delete them, in one transaction; returns how many were sent.
+    """Publish due outbox rows and delete them (or hold them, paused), in one transaction; returns how many it took.
 
     A crash after publishing but before commit re-sends those rows: duplicates are dropped
     when a worker tries to claim a job that is no longer waiting.
@@ -94,9 +105,12 @@ def relay_once(limit: int = RELAY_BATCH) -> int:
     from workers.app import app
 
     with sync_engine().begin() as connection:
-        rows = [_Due(*row) for row in _take_due_statement().fetchall_on(connection, limit=limit)]
+        taken = [_Due(*row) for row in _take_due_statement().fetchall_on(connection, limit=limit)]
+        rows = [row for row in taken if row.job_type is not None]
+        if len(rows) < len(taken):
+            log.info("jobs.held_paused", extra={"count": len(taken) - len(rows)})
         if not rows:
-            return 0
+            return len(taken)
         # One pipelined round trip to the broker for the batch where the transport can (Redis);
         # a failed flush raises, so the rows stay in the outbox and this loop sends them again:
         # hence no per-message retry, and each queue is declared once per batch, not per message.
@@ -128,7 +142,7 @@ def relay_once(limit: int = RELAY_BATCH) -> int:
                 "request_ids": [row.request_id for row in chunk],
             },
         )
-    return len(rows)
+    return len(taken)
 
 
 def relay_forever(stop: threading.Event | None = None) -> None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from models.controls import Pause, holding, paused
 from models.platform import Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
 from roadie.db import PreparedStatement, autocommit, transaction
 from roadie.jobs.errors import JobCancelled, JobError, WaitForChildren
@@ -87,6 +88,8 @@ class Dropped(enum.StrEnum):
     LEASE_LOST = "lease_lost"
     #: The job was closed instead of run: unknown, asked to cancel, or lost by too many workers.
     NOT_RUN = "not_run"
+    #: Its queue or job type is paused: the job went back to the outbox, held until resumed.
+    PAUSED = "paused"
 
 
 def _now(session: Session) -> dt.datetime:
@@ -106,6 +109,7 @@ def _claim_waiting_statement() -> PreparedStatement:
         .where(
             Job.id == bindparam("job", type_=Job.id.type),
             Job.cancel_requested.is_(False),
+            ~paused(Job.queue, Job.type),
             or_(
                 Job.status == JobStatus.QUEUED,
                 and_(
@@ -199,6 +203,8 @@ def _claim_other(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | 
             job.status, job.finished_at, job.lease_id = JobStatus.CANCELLED, now, None
             session.add(JobEvent(job_id=job.id, kind="cancelled", attempt=job.attempts))
             return Dropped.NOT_RUN
+        if _hand_back_if_paused(session, job):
+            return Dropped.PAUSED
         lease_id = uuid.uuid4()
         job.attempts += 1
         job.run_attempts += 1
@@ -211,6 +217,21 @@ def _claim_other(job_id: uuid.UUID, *, message_id: str, worker: str) -> Claim | 
             JobAttempt(job_id=job.id, number=job.attempts, lease_id=lease_id, worker=worker, message_id=message_id)
         )
         return Claim(job.id, lease_id, job.attempts, job.run_attempts, dict(job.payload))
+
+
+def _hand_back_if_paused(session: Session, job: Job) -> bool:
+    """A job published before its pause goes back to the outbox, held, instead of running.
+
+    The pause row is read FOR SHARE: a resume deletes it only after this transaction, and then sees the held row.
+    """
+    pause = select(Pause.name).where(holding(job.queue, job.type)).limit(1).with_for_update(read=True)
+    if session.scalar(pause) is None:
+        return False
+    if job.status == JobStatus.RUNNING:  # a lost worker's job, redelivered
+        job.status, job.lease_id = JobStatus.QUEUED, None
+    if not session.scalar(select(exists().where(OutboxMessage.job_id == job.id))):
+        session.add(OutboxMessage(job_id=job.id, held=True))
+    return True
 
 
 def _finish_failed(session: Session, job: Job, now: dt.datetime, code: str, message: str, trace: str | None) -> None:
