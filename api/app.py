@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
-from api import admin, console, health, jobs, ledger, openapi, telemetry, tracks
+from api import admin, console, health, jobs, ledger, openapi, telemetry, tracks, webhooks
 from api.errors import (
     on_client_disconnect,
     on_dependency_unavailable,
@@ -50,6 +50,7 @@ def create_app() -> Starlette:
             *tracks.routes,
             *ledger.routes,
             *admin.routes,
+            *webhooks.routes,
             console.mount(),
         ],
         middleware=[Middleware(RequestContextMiddleware)],

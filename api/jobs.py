@@ -104,7 +104,7 @@ async def submit_job(request: Request) -> Response:
             f"unknown job type {job_request.type!r}",
             [{"field": "type", "reason": f"must be one of {', '.join(sorted(job_types()))}"}],
         )
-    require_scope(client, job_type.scope, job_type.name)
+    require_scope(client, job_type.scope, what=job_type.name)
     parse_body(job_type.payload_model, job_request.payload, "payload")
     # Committed (with its outbox row) in one transaction with the jobs of concurrent requests.
     submission = await group_commit().submit(job_type, job_request.payload, client=client, idempotency_key=key)
