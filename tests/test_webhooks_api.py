@@ -259,6 +259,20 @@ def test_resending_a_delivery_sets_it_pending_with_a_new_delivery_job(app: httpx
     assert elsewhere.status_code == 404
 
 
+def test_deliveries_not_yet_delivered_follow_the_endpoint_to_its_new_url(app: httpx.Client) -> None:
+    endpoint_id = str(register_webhook(app)["id"])
+    failed = webhook_delivery(endpoint_id, "failed", attempts=1)
+    delivered = webhook_delivery(endpoint_id, "delivered", attempts=1)
+
+    moved = app.patch(f"/v1/webhooks/{endpoint_id}", json={"url": "https://fixed.invalid/hooks"})
+    resent = app.post(f"/v1/webhooks/{endpoint_id}/deliveries/{failed}/resend")
+
+    assert moved.status_code == 200, moved.text
+    assert resent.status_code == 202
+    assert delivery_row(failed)[0].url == "https://fixed.invalid/hooks"
+    assert delivery_row(delivered)[0].url == RECEIVER  # the record of where it went
+
+
 def test_resending_every_failed_delivery_in_a_time_range(app: httpx.Client) -> None:
     endpoint_id = str(register_webhook(app)["id"])
     now = dt.datetime.now(dt.UTC)

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from models.platform import ApiClient
 from models.webhooks import EVENT_TYPES, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -129,10 +131,35 @@ class Changes:
     description: str | None = None
 
 
+async def _follow_url(session: AsyncSession, endpoint_id: uuid.UUID, old_url: str, new_url: str) -> None:
+    """Deliveries not yet delivered to the endpoint's old URL go to its new one: tries still to come, and re-sends.
+
+    A job's own callback_url deliveries keep theirs; an event that already has a delivery to the new
+    URL keeps both as they are (one event, one delivery per URL).
+    """
+    other = aliased(WebhookDelivery)
+    taken = (
+        select(other.id)
+        .where(other.event_id == WebhookDelivery.event_id, other.endpoint_id == endpoint_id, other.url == new_url)
+        .exists()
+    )
+    await session.execute(
+        sql_update(WebhookDelivery)
+        .where(
+            WebhookDelivery.endpoint_id == endpoint_id,
+            WebhookDelivery.url == old_url,
+            WebhookDelivery.status != "delivered",
+            ~taken,
+        )
+        .values(url=new_url)
+    )
+
+
 async def update(session: AsyncSession, endpoint: WebhookEndpoint, changes: Changes, actor: str) -> WebhookEndpoint:
     """Change the endpoint. Disabling records who did; re-enabling forgets why it was disabled and its failures."""
-    if changes.url is not None:
-        endpoint.url = checked_url(changes.url)
+    if changes.url is not None and changes.url != endpoint.url:
+        old_url, endpoint.url = endpoint.url, checked_url(changes.url)
+        await _follow_url(session, endpoint.id, old_url, endpoint.url)
     if changes.events is not None:
         endpoint.events = checked_events(changes.events)
     if changes.description is not None:
