@@ -194,6 +194,7 @@ def operations() -> tuple[Operation, ...]:
             {200: EndpointView},
             "webhooks:write",
             body=EndpointChange,
+            body_required=False,  # no body changes nothing
             params=(ENDPOINT_ID,),
         ),
         Operation(

@@ -39,7 +39,8 @@ Url = Annotated[
     Field(
         min_length=1,
         max_length=MAX_URL_LENGTH,
-        description="https, or plain http to a host in ROADIE_WEBHOOK_ALLOWED_HOSTS.",
+        pattern=r"^https?://\S+$",
+        description="https, or plain http to a host in ROADIE_WEBHOOK_ALLOWED_HOSTS; no credentials in it.",
     ),
 ]
 Events = Annotated[list[EventType], Field(min_length=1, description="The event types posted to it.")]
