@@ -8,6 +8,7 @@ POST (the end-to-end delivery tests cover that, with a real receiver).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable
 
@@ -322,9 +323,10 @@ def test_the_cli_lists_creates_disables_shows_and_resends(app: httpx.Client) -> 
         assert result.exit_code == 0, result.output
         return result.stdout
 
-    made_id, secret = roadie(
-        "create", "--client", client_name, "--url", RECEIVER, "--events", "track.ready,job.failed"
-    ).split()
+    created_by_cli = CliRunner().invoke(
+        main, ["webhooks", "create", "--client", client_name, "--url", RECEIVER, "--events", "track.ready,job.failed"]
+    )
+    made_id, secret = created_by_cli.stdout.split()
     listing = roadie("list")
     shown = roadie("deliveries", endpoint_id, "--status", "failed")
     one = roadie("resend", str(failed))
@@ -337,6 +339,9 @@ def test_the_cli_lists_creates_disables_shows_and_resends(app: httpx.Client) -> 
     usage = CliRunner().invoke(main, ["webhooks", "resend", "--endpoint", endpoint_id])
 
     assert secret.startswith("whsec_")
+    logged = [json.loads(line) for line in created_by_cli.stderr.splitlines()]
+    assert [(line["event"], line["endpoint_id"]) for line in logged] == [("webhooks.endpoint_created", made_id)]
+    assert secret not in created_by_cli.stderr
     assert app.get(f"/v1/webhooks/{made_id}").json()["events"] == ["job.failed", "track.ready"]
     assert endpoint_id in listing
     assert made_id in listing
