@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.errors import json_response
-from api.http import parse, parse_body, path_uuid, read_json, require
+from api.http import base_url, parse, parse_body, path_uuid, read_json, require
 from api.jobs import query_dict
 from api.params import TextFilter, Timestamp
 from roadie.db import async_transaction
@@ -93,7 +93,7 @@ async def create_endpoint(request: Request) -> Response:
     async with async_transaction() as session:
         endpoint, secret = await endpoints.create(session, client, body.url, body.events, body.description)
     created = CreatedEndpoint(**endpoint_view(endpoint).model_dump(), secret=secret)
-    return json_response(created, 201, {"Location": f"/v1/webhooks/{endpoint.id}"})
+    return json_response(created, 201, {"Location": f"{base_url(request)}/v1/webhooks/{endpoint.id}"})
 
 
 async def list_endpoints(request: Request) -> Response:

@@ -40,8 +40,11 @@ def error_fields(response: httpx.Response) -> list[str]:
 
 
 def test_an_endpoint_is_created_with_its_secret_shown_once_and_stored_only_sealed(app: httpx.Client) -> None:
-    created = register_webhook(app)
+    answer = app.post("/v1/webhooks", json={"url": RECEIVER, "events": ["job.succeeded", "job.failed"]})
+    created = answer.json()
 
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["location"] == f"{app.base_url}/v1/webhooks/{created['id']}"
     assert str(created["secret"]).startswith("whsec_")
     assert created["enabled"] is True
     assert created["events"] == ["job.succeeded", "job.failed"]
