@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
-from api import admin, console, health, jobs, ledger, openapi, telemetry, tracks, webhooks
+from api import admin, batches, console, health, jobs, ledger, openapi, telemetry, tracks, webhooks
 from api.errors import (
     on_client_disconnect,
     on_dependency_unavailable,
@@ -47,6 +47,7 @@ def create_app() -> Starlette:
             Route("/metrics", telemetry.metrics),
             *openapi.routes,
             *jobs.routes,
+            *batches.routes,
             *tracks.routes,
             *ledger.routes,
             *admin.routes,

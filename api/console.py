@@ -471,7 +471,7 @@ async def webhooks_page(request: Request) -> Response:
 
 async def webhook_page(request: Request) -> Response:
     """One endpoint: its deliveries, newest first, each with its attempts; re-send one, or the failed ones."""
-    endpoint_id = path_uuid(request, "endpoint_id", "webhook endpoint")
+    endpoint_id = path_uuid(request, "endpoint_id")
     cursor = request.query_params.get("cursor") or None
 
     async def load(session: AsyncSession) -> dict[str, Any]:
@@ -494,8 +494,8 @@ async def webhook_page(request: Request) -> Response:
 
 
 async def resend_delivery(request: Request) -> Response:
-    endpoint_id = path_uuid(request, "endpoint_id", "webhook endpoint")
-    delivery_id = path_uuid(request, "delivery_id", "webhook delivery")
+    endpoint_id = path_uuid(request, "endpoint_id")
+    delivery_id = path_uuid(request, "delivery_id")
     await _checked_form(request)
     target = request.url_for("console.webhook", endpoint_id=str(endpoint_id)).path
     async with async_transaction() as session:
@@ -514,7 +514,7 @@ async def resend_delivery(request: Request) -> Response:
 
 
 async def resend_failed(request: Request) -> Response:
-    endpoint_id = path_uuid(request, "endpoint_id", "webhook endpoint")
+    endpoint_id = path_uuid(request, "endpoint_id")
     form = await _checked_form(request)
     target = request.url_for("console.webhook", endpoint_id=str(endpoint_id)).path
     try:

@@ -158,12 +158,11 @@ def require_scope(client: ApiClient, scope: str, *or_scopes: str, what: str = "t
         raise IntakeError(403, "forbidden", f"{what} needs the {needed} scope, which this key lacks")
 
 
-def path_uuid(request: Request, name: str = "job_id", what: str = "job") -> uuid.UUID:
-    """A UUID path parameter; 404 naming ``what`` when it is not one (no such thing can exist)."""
+def path_uuid(request: Request, name: str = "job_id") -> uuid.UUID:
     try:
         return uuid.UUID(request.path_params[name])
     except ValueError as exc:
-        raise IntakeError(404, "not_found", f"no {what} {request.path_params[name]}") from exc
+        raise IntakeError(404, "not_found", f"no {name.removesuffix('_id')} {request.path_params[name]}") from exc
 
 
 def base_url(request: Request) -> str:

@@ -20,6 +20,8 @@ from roadie.jobs.group_commit import group_commit
 from roadie.jobs.intake import IntakeError, JobFilter
 from roadie.jobs.types import job_types
 from roadie.jobs.views import JobView, job_view
+from roadie.webhooks.dispatch import check_callback_url
+from roadie.webhooks.urls import CallbackUrl
 
 IdempotencyKeyHeader = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 
@@ -29,6 +31,7 @@ class JobRequest(BaseModel):
 
     type: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] = Field(description="The job type's payload; {} for a type that needs none.")
+    callback_url: CallbackUrl | None = None
 
 
 def job_request_adapter() -> TypeAdapter[Any]:
@@ -43,6 +46,7 @@ def job_request_adapter() -> TypeAdapter[Any]:
             __doc__=job_type.description,
             type=(Literal[name], ...),  # type: ignore[arg-type]  # a Literal of a runtime value
             payload=(job_type.payload_model, ...),
+            callback_url=(CallbackUrl | None, None),
         )
         for name, job_type in sorted(job_types().items())
     ]
@@ -106,8 +110,13 @@ async def submit_job(request: Request) -> Response:
         )
     require_scope(client, job_type.scope, what=job_type.name)
     parse_body(job_type.payload_model, job_request.payload, "payload")
+    if job_request.callback_url is not None:
+        async with async_transaction() as session:
+            await check_callback_url(session, client.id, job_request.callback_url, "callback_url")
     # Committed (with its outbox row) in one transaction with the jobs of concurrent requests.
-    submission = await group_commit().submit(job_type, job_request.payload, client=client, idempotency_key=key)
+    submission = await group_commit().submit(
+        job_type, job_request.payload, client=client, idempotency_key=key, callback_url=job_request.callback_url
+    )
     view = job_view(submission.job, base_url=base_url(request))
     headers = {"Location": view.url}
     if submission.replayed:

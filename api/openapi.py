@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from api.admin import PayoutHolds, Rerunning, RetryMany, RetryOne
+from api.batches import BatchView
 from api.errors import Error
 from api.health import Health, Readiness
 from api.jobs import IdempotencyKeyHeader, JobPage, ListQuery, job_request_adapter
@@ -30,6 +31,7 @@ from api.ledger import AccountView, EntriesQuery, PayoutPage, PayoutQuery, PlayR
 from api.params import BigIntId
 from api.tracks import TrackAccepted, TrackUpload
 from api.webhooks import DeliveryQuery, EndpointChange, EndpointRequest, ResendFailed
+from roadie.jobs.batches import BatchRequest
 from roadie.jobs.views import JobView
 from roadie.ledger.plays import PlayBatch
 from roadie.webhooks.views import CreatedEndpoint, DeliveryPage, EndpointList, EndpointView, Resent, RotatedSecret
@@ -70,6 +72,7 @@ class Operation:
 
 
 JOB_ID = Param("job_id", "path", uuid.UUID)
+BATCH_ID = Param("batch_id", "path", uuid.UUID)
 IDEMPOTENCY_KEY = Param(
     "Idempotency-Key", "header", IdempotencyKeyHeader, "The same key and body within its lifetime replay the job."
 )
@@ -105,6 +108,23 @@ def operations() -> tuple[Operation, ...]:
             {202: JobView},
             "jobs:write",
             params=(JOB_ID,),
+        ),
+        Operation(
+            "post",
+            "/v1/batches",
+            "Submit up to 1,000 jobs in one transaction; batch.completed is sent once when the last ends",
+            {202: BatchView},
+            "jobs:write",
+            body=BatchRequest,
+            params=(IDEMPOTENCY_KEY,),
+        ),
+        Operation(
+            "get",
+            "/v1/batches/{batch_id}",
+            "A batch and its jobs by status",
+            {200: BatchView},
+            "jobs:read",
+            params=(BATCH_ID,),
         ),
         Operation(
             "post",

@@ -28,7 +28,7 @@ from roadie.ingest import upload
 from roadie.ingest.upload import StagedFile, TrackFields
 from roadie.jobs.intake import IntakeError
 from roadie.jobs.views import JobView, job_view
-from roadie.media import ffmpeg, sniff
+from roadie.media import cover, ffmpeg, sniff
 from roadie.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,11 @@ class TrackUpload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     audio: bytes = Field(description="MP3, FLAC, WAV, Ogg, M4A, AAC or AIFF (sniffed from its bytes)")
-    cover: bytes | None = Field(default=None, description="JPEG, PNG, WebP or GIF (sniffed from its bytes)")
+    cover: bytes | None = Field(
+        default=None,
+        description="JPEG, PNG, WebP or GIF (sniffed from its bytes), at most `ROADIE_MAX_COVER_PIXELS` pixels; "
+        "published as square JPEGs of 3000, 1000 and 300 px without EXIF",
+    )
     metadata: TrackFields
 
 
@@ -90,6 +94,14 @@ async def _probe(path: Path) -> ffmpeg.Probe:
         raise IntakeError(503, exc.code, "uploads are unavailable: the API cannot inspect audio") from exc
 
 
+async def _check_cover(path: Path, max_pixels: int) -> None:
+    """A bomb or broken EXIF is refused here, before the upload is accepted (422 naming ``cover``)."""
+    try:
+        await asyncio.to_thread(cover.check, path, max_pixels)
+    except cover.CoverError as exc:
+        raise IntakeError(422, exc.code, exc.message, [{"field": "cover", "reason": exc.message}]) from exc
+
+
 async def upload_track(request: Request) -> Response:
     settings = get_settings()
     key = parse(IdempotencyHeader, {"key": request.headers.get("idempotency-key")}, "Idempotency-Key").key
@@ -117,15 +129,14 @@ async def upload_track(request: Request) -> Response:
         upload.check_audio(await _probe(audio_part.blob.path), fields, settings.max_duration_s)
         audio = StagedFile(audio_part.blob, str(sniff.audio_type(audio_part.blob.head)), audio_part.filename)
         cover_part = form.files.get("cover")
-        cover = (
-            StagedFile(cover_part.blob, str(sniff.image_type(cover_part.blob.head)), cover_part.filename)
-            if cover_part
-            else None
-        )
+        image: StagedFile | None = None
+        if cover_part is not None:
+            await _check_cover(cover_part.blob.path, settings.max_cover_pixels)
+            image = StagedFile(cover_part.blob, str(sniff.image_type(cover_part.blob.head)), cover_part.filename)
         accepted: upload.Accepted | None = None
         try:
             async with async_transaction() as session:
-                accepted = await upload.accept(session, client, fields, audio, cover, idempotency_key=key)
+                accepted = await upload.accept(session, client, fields, audio, image, idempotency_key=key)
                 view = job_view(accepted.submission.job, base_url=base_url(request))
         except BaseException:
             if accepted is not None:  # moved into place, but the transaction did not commit

@@ -84,7 +84,7 @@ class ResendFailed(BaseModel):
 
 
 def _endpoint_id(request: Request) -> uuid.UUID:
-    return path_uuid(request, "endpoint_id", "webhook endpoint")
+    return path_uuid(request, "endpoint_id")
 
 
 async def create_endpoint(request: Request) -> Response:
@@ -157,7 +157,7 @@ async def list_deliveries(request: Request) -> Response:
 
 async def resend_delivery(request: Request) -> Response:
     endpoint_id = _endpoint_id(request)
-    delivery_id = path_uuid(request, "delivery_id", "webhook delivery")
+    delivery_id = path_uuid(request, "delivery_id")
     async with async_transaction() as session:
         client = await require(session, request, WRITE)
         delivery = await endpoints.find_delivery(session, delivery_id, client, endpoint_id)

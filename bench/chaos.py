@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +50,7 @@ from bench.common import (
     wait_port,
     wait_until,
 )
+from bench.tcp_relay import relay_to
 from roadie.chain.localnet import start_embedded_chain
 from roadie.processes import POOLS, beat_command
 from roadie.settings import get_settings
@@ -188,31 +189,12 @@ class Forwarder:
 
         async def open_all() -> None:
             for target in self.targets:
-                server = await asyncio.start_server(self._handler(target), self.address, 0)
+                server = await asyncio.start_server(relay_to(target), self.address, 0)
                 self.ports[target] = server.sockets[0].getsockname()[1]
 
         self.loop.run_until_complete(open_all())
         ready.set()
         self.loop.run_forever()
-
-    @staticmethod
-    def _handler(target: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with suppress(OSError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-
-        async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-            try:
-                server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target)
-            except OSError:
-                client_writer.close()
-                return
-            await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
-
-        return handle
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -2,7 +2,7 @@
 
 from models.base import Base
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
-from models.indexer import ChainEvent, IndexedTransaction, IndexerCursor
+from models.indexer import ChainEvent, IndexedDeposit, IndexedSale, IndexedTransaction, IndexerCursor
 from models.ledger import (
     LedgerAccount,
     LedgerEntry,
@@ -49,6 +49,8 @@ __all__ = [
     "ChainTransaction",
     "ConsoleSession",
     "IdempotencyKey",
+    "IndexedDeposit",
+    "IndexedSale",
     "IndexedTransaction",
     "IndexerCursor",
     "Job",

@@ -44,6 +44,7 @@ class ChainSend(Base):
         CheckConstraint("(purpose = 'payout') = (batch_id IS NOT NULL)", name="payout_has_batch"),
         CheckConstraint("octet_length(signed_transaction) <= 1232", name="fits_a_packet"),
         CheckConstraint("slot >= 0", name="slot_not_negative"),
+        CheckConstraint("fee_lamports >= 0", name="fee_not_negative"),
         CheckConstraint("status NOT IN ('confirmed', 'finalized') OR slot IS NOT NULL", name="landed_has_slot"),
         # At most one transaction of an NFT may be in flight: a second can only be built once the first expired.
         Index("uq_chain_sends_pending_nft", "nft_id", unique=True, postgresql_where=text("status = 'pending'")),
@@ -60,6 +61,9 @@ class ChainSend(Base):
     last_valid_block_height: Mapped[int]
     status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending", index=True)
     slot: Mapped[int | None]
+    fee_lamports: Mapped[int | None] = mapped_column(
+        comment="What it paid once landed (meta.fee): signatures plus compute-unit limit x price."
+    )
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = created_at()
     updated_at: Mapped[dt.datetime] = updated_at()

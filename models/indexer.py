@@ -4,11 +4,15 @@ Finality is a property of a transaction, so slot, block time and status (``confi
 then ``finalized``) live on its ``indexed_transactions`` row; its decoded events hang off it, keyed by
 (signature, instruction index), and go with it when a fork removes it. A transaction the decoder could not read
 is kept as a poison row with its error and no events.
+
+Stake deposits and escrow sales are facts of an indexed transaction too (and go with it): ``pending`` while it is
+only confirmed, ``booked`` once it is finalized and the ledger holds them, or ``refused`` with the reason.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -18,7 +22,9 @@ from models.music import _in_list
 
 INDEXED_STATUSES = ("confirmed", "finalized")
 #: The kinds ``roadie.indexer.decode`` emits.
-EVENT_KINDS = ("nft_mint", "nft_transfer", "token_transfer", "memo")
+EVENT_KINDS = ("nft_mint", "nft_transfer", "token_transfer", "stake_deposit", "payment", "memo")
+#: pending: read at confirmed, not money yet; booked: in the ledger (finalized); refused: kept for an admin.
+FACT_STATUSES = ("pending", "booked", "refused")
 
 
 class IndexerCursor(Base):
@@ -90,3 +96,71 @@ class ChainEvent(Base):
     previous_owner: Mapped[str | None] = mapped_column(String(44))
     amount: Mapped[int | None] = mapped_column(TokenAmount)
     memo: Mapped[str | None] = mapped_column(Text)
+
+
+class _Fact:
+    """What stake deposits and sales share: the transaction they are part of (and go with), and whether the
+    ledger holds them."""
+
+    signature: Mapped[str] = mapped_column(
+        String(88), ForeignKey("indexed_transactions.signature", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = created_at()
+    updated_at: Mapped[dt.datetime] = updated_at()
+
+
+def _fact_checks(booked_link: str) -> tuple[CheckConstraint, ...]:
+    return (
+        CheckConstraint(_in_list("status", FACT_STATUSES), name="known_status"),
+        CheckConstraint(f"(status = 'booked') = ({booked_link} IS NOT NULL)", name="booked_is_linked"),
+        CheckConstraint("(status = 'refused') = (error_code IS NOT NULL)", name="refused_has_error"),
+    )
+
+
+class IndexedDeposit(_Fact, Base):
+    """A ``transfer_checked`` into the staking vault, the terms its memo names, and the position it opened.
+
+    One row per (signature, instruction): the position is opened once, when the transaction is finalized.
+    A memo that does not parse refuses the deposit at once (``invalid_memo``), for an admin to settle by hand.
+    """
+
+    __tablename__ = "indexed_deposits"
+    __table_args__ = (
+        *_fact_checks("position_id"),
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        Index("ix_indexed_deposits_unsettled", "status", postgresql_where=text("status <> 'booked'")),
+    )
+
+    instruction_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wallet: Mapped[str] = mapped_column(String(44), comment="The staker: the transfer's signing authority.")
+    mint: Mapped[str] = mapped_column(String(44))
+    amount: Mapped[int] = mapped_column(TokenAmount)
+    memo: Mapped[str | None] = mapped_column(Text)
+    rate_bps: Mapped[int | None] = mapped_column(Integer)
+    rate_kind: Mapped[str | None] = mapped_column(String(3))
+    lock_seconds: Mapped[int | None]
+    position_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("staking_positions.id", ondelete="RESTRICT"), unique=True
+    )
+
+
+class IndexedSale(_Fact, Base):
+    """An escrow settlement: the NFT handed to the buyer and the buyer's payment to the seller, and the sale
+    recorded from it once the transaction is finalized."""
+
+    __tablename__ = "indexed_sales"
+    __table_args__ = (
+        *_fact_checks("sale_id"),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+        Index("ix_indexed_sales_unsettled", "status", postgresql_where=text("status <> 'booked'")),
+    )
+
+    nft_mint: Mapped[str] = mapped_column(String(44))
+    buyer: Mapped[str | None] = mapped_column(String(44))
+    seller: Mapped[str | None] = mapped_column(String(44))
+    payment_mint: Mapped[str | None] = mapped_column(String(44))
+    price: Mapped[int | None] = mapped_column(TokenAmount)
+    sale_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sales.id", ondelete="RESTRICT"), unique=True)

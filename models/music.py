@@ -26,13 +26,26 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, TokenAmount, created_at, updated_at, uuid_pk
 
-TRACK_STATUSES = ("ingesting", "ready", "failed")
-TRACK_FILE_KINDS = ("source", "mp3_320", "mp3_128", "opus_96", "preview", "cover", "metadata", "waveform")
+TRACK_STATUSES = ("ingesting", "held", "ready", "failed")
+TRACK_FILE_KINDS = (
+    "source",
+    "mp3_320",
+    "mp3_128",
+    "opus_96",
+    "preview",
+    "cover",
+    "cover_3000",
+    "cover_1000",
+    "cover_300",
+    "metadata",
+    "waveform",
+)
+DUPLICATE_DECISIONS = ("allow", "hold", "reject")
 PIN_STATES = ("pending", "pinned", "unpinned", "failed")
 NFT_STATUSES = ("pending", "submitted", "confirmed", "finalized", "failed")
 TX_KINDS = ("mint", "transfer", "sale", "stake", "unstake", "payout")
@@ -199,6 +212,32 @@ class TrackFile(Base):
     updated_at: Mapped[dt.datetime] = updated_at()
 
     track: Mapped[Track] = relationship(back_populates="files")
+
+
+class TrackFingerprint(Base):
+    """A track's Chromaprint fingerprint, its indexed sub-fingerprints, and the earlier track it matched, if any.
+
+    ``hashes`` holds each distinct 28-bit sub-fingerprint once; its GIN index finds the few tracks sharing
+    some with an upload (an inverted index, as AcoustID's), and only those are compared in full.
+    """
+
+    __tablename__ = "track_fingerprints"
+    __table_args__ = (
+        CheckConstraint("similarity BETWEEN 0 AND 1", name="similarity_is_fraction"),
+        CheckConstraint(_in_list("decision", DUPLICATE_DECISIONS), name="known_decision"),
+        CheckConstraint("(decision IS NULL) = (similarity IS NULL)", name="decision_with_similarity"),
+        CheckConstraint("octet_length(fingerprint) % 4 = 0", name="fingerprint_is_uint32s"),
+        Index("ix_track_fingerprints_hashes", "hashes", postgresql_using="gin"),
+    )
+
+    track_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[bytes] = mapped_column(BYTEA, comment="Raw Chromaprint items, uint32 little-endian.")
+    hashes: Mapped[list[int]] = mapped_column(ARRAY(Integer), comment="Distinct top 28 bits of the items.")
+    # SET NULL on delete: the match is history; a deleted original no longer holds anything back.
+    matched_track_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tracks.id", ondelete="SET NULL"))
+    similarity: Mapped[Decimal | None] = mapped_column(Numeric(4, 3))
+    decision: Mapped[str | None] = mapped_column(String(8), comment="The duplicate policy applied to the match.")
+    created_at: Mapped[dt.datetime] = created_at()
 
 
 class NftCollection(Base):

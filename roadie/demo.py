@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import random
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,21 +18,31 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from roadie.auth import create_client
 from roadie.db import async_engine, async_transaction
 from roadie.flower import authentication_configured
 from roadie.ingest.pipeline import STAGES
+from roadie.settings import get_settings
 from roadie.supervisor import running_platform
+
+#: What the demo's own receiver subscribes to: its upload's outcome, its track, its NFT.
+DEMO_EVENTS = ("job.succeeded", "job.failed", "track.ready", "track.failed", "nft.minted")
 
 
 async def _demo_key() -> str:
     try:
         async with async_transaction() as session:
             _, raw_key = await create_client(
-                session, f"demo-{uuid.uuid4().hex[:8]}", ["jobs:write", "jobs:read", "tracks:write"]
+                session, f"demo-{uuid.uuid4().hex[:8]}", ["jobs:write", "jobs:read", "tracks:write", "webhooks:write"]
             )
             return raw_key
     finally:
@@ -100,15 +113,19 @@ def _follow(client: httpx.Client, job: dict[str, Any], display: Display, timeout
 
 
 def _ingest_sample_track(client: httpx.Client, display: Display) -> dict[str, Any]:
-    """Upload 20 s of a generated A minor chord with a cover, minting requested; follow its track.ingest job."""
+    """Upload 20 s of a generated chord with a cover, minting requested; follow its track.ingest job."""
     from solders.keypair import Keypair
 
     from roadie.media import ffmpeg
 
     with tempfile.TemporaryDirectory(prefix="roadie-demo-") as folder:
         audio, cover = Path(folder) / "demo.flac", Path(folder) / "cover.png"
+        # A chord of its own each run: the same audio again would be held as a duplicate upload.
+        root = random.uniform(180, 360)
         tones = [
-            arg for hz in (220, 261.63, 329.63) for arg in ("-f", "lavfi", "-i", f"sine=frequency={hz}:duration=20")
+            arg
+            for hz in (root, root * random.uniform(1.15, 1.3), root * random.uniform(1.4, 1.6))
+            for arg in ("-f", "lavfi", "-i", f"sine=frequency={hz:.2f}:duration=20")
         ]
         make = [ffmpeg.tools().ffmpeg, "-hide_banner", "-loglevel", "error", "-y"]
         subprocess.run([*make, *tones, "-filter_complex", "amix=inputs=3", "-ac", "2", str(audio)], check=True)
@@ -132,6 +149,13 @@ def _ingest_sample_track(client: httpx.Client, display: Display) -> dict[str, An
         f"POST /v1/tracks -> {accepted.status_code}: track {job['track_id']}, job {job['id']} {job['status']}"
     )
     job = _follow(client, job, display, 240)
+    duplicate = (job.get("result") or {}).get("duplicate_of")
+    if duplicate:  # a demo run before this one on the same ROADIE_HOME uploaded a chord that sounds the same
+        display.console.print(
+            f"  same audio as track {duplicate['track_id']} (similarity {duplicate['similarity']}): "
+            f"policy {duplicate['policy']}"
+            + (", held for an admin: not pinned, not minted" if job["result"].get("held") else "")
+        )
     for stage in (job.get("result") or {}).get("stages", []):
         error = stage.get("error") or {}
         if error:
@@ -143,15 +167,69 @@ def _ingest_sample_track(client: httpx.Client, display: Display) -> dict[str, An
     return job
 
 
+class DemoReceiver:
+    """A webhook receiver on 127.0.0.1 (uvicorn in a thread) that keeps the events whose signature verifies."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.events: list[dict[str, Any]] = []
+        app = Starlette(routes=[Route("/webhooks", self._receive, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="demo-receiver", daemon=True)
+
+    async def _receive(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            event = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            return Response("bad signature", 400)
+        self.events.append(event)
+        return Response(status_code=204)
+
+    @property
+    def url(self) -> str:
+        (listener,) = self.server.servers[0].sockets
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/webhooks"
+
+    def __enter__(self) -> DemoReceiver:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+    def wait_for(self, types: set[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not types <= {event["type"] for event in self.events} and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
 def run_demo() -> int:
-    """Start everything and run the platform's main job over HTTP: ingest a track and mint its NFT."""
+    """Start everything and run the platform's main job over HTTP: ingest a track and mint its NFT, and be
+    told of it by signed webhooks."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo prints its own account of each request
-    with Display(Console(highlight=False, soft_wrap=True)) as display, running_platform(step=display.step) as platform:
+    os.environ.setdefault("ROADIE_WEBHOOK_ALLOWED_HOSTS", '["127.0.0.1"]')  # the demo's receiver is local
+    get_settings.cache_clear()
+    console = Console(highlight=False, soft_wrap=True)
+    with Display(console) as display, running_platform(step=display.step) as platform, DemoReceiver() as receiver:
         key = asyncio.run(_demo_key())
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=platform.base_url, headers=headers, timeout=30) as client:
+            endpoint = client.post("/v1/webhooks", json={"url": receiver.url, "events": list(DEMO_EVENTS)})
+            endpoint.raise_for_status()
+            receiver.secret = endpoint.json()["secret"]
+            display.console.print(
+                f"POST /v1/webhooks -> {endpoint.status_code}: {receiver.url} hears {', '.join(DEMO_EVENTS)}"
+            )
             job = _ingest_sample_track(client, display)
         display.console.print(f"track.ingest {job['id']} {job['status']}", job.get("error") or "")
+        receiver.wait_for(set(DEMO_EVENTS), timeout_s=15)
+        for event in receiver.events:
+            subject = next(iter(event["data"].values()))
+            display.console.print(f"webhook {event['type']} {event['id']} (signature verified): {subject.get('id')}")
         display.console.print(f"Logs of every process: {platform.settings.home.resolve() / 'logs'}")
         display.console.print("Stopping every process ...")
     settings = platform.settings

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Roadie's configuration; ``None`` URLs mean "start the embedded servers"."""
 
-    model_config = SettingsConfigDict(env_prefix="ROADIE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ROADIE_", extra="ignore", populate_by_name=True)
 
     database_url: str | None = Field(
         default=None,
@@ -39,8 +39,12 @@ class Settings(BaseSettings):
     ipfs_api_addr: str = Field(
         default="/ip4/127.0.0.1/tcp/5001/http", description="Multiaddr of the IPFS node's RPC API (ipfs pool)."
     )
-    solana_rpc_url: str = Field(
-        default="http://127.0.0.1:8899", description="Solana JSON-RPC URL (chain and indexer pools)."
+    solana_rpc_urls: Annotated[list[str], NoDecode] = Field(
+        default=["http://127.0.0.1:8899"],
+        min_length=1,
+        validation_alias=AliasChoices("ROADIE_SOLANA_RPC_URLS", "ROADIE_SOLANA_RPC_URL"),
+        description="Solana JSON-RPC URLs, comma-separated, tried in order of health (chain and indexer pools). "
+        "`ROADIE_SOLANA_RPC_URL` (one URL) is read when this is unset.",
     )
     keypair_path: Path = Field(
         default=Path(".roadie/platform-keypair.json"),
@@ -151,6 +155,24 @@ class Settings(BaseSettings):
         default=524_288_000, gt=0, description="Largest audio file `POST /v1/tracks` accepts (413 above)."
     )
     max_cover_bytes: int = Field(default=10_485_760, gt=0, description="Largest cover image an upload may carry.")
+    max_cover_pixels: int = Field(
+        default=50_000_000,
+        gt=0,
+        description="Most pixels (width x height) a cover may declare; more is refused before decoding (a bomb).",
+    )
+    duplicate_audio_policy: Literal["allow", "hold", "reject"] = Field(
+        default="hold",
+        description="What follows when an upload's audio matches an existing track's fingerprint: `allow` "
+        "publishes it (flagged), `hold` stops before pinning until an admin re-runs its ingest job, `reject` "
+        "fails it with `duplicate_audio`.",
+    )
+    duplicate_audio_similarity: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Fingerprint similarity (0..1, 1 - twice the bit error rate once aligned) from which two "
+        "recordings count as the same.",
+    )
     max_duration_s: float = Field(default=1200.0, gt=0, description="Longest track accepted, in seconds.")
     preview_length_s: float = Field(default=30.0, gt=0, description="Length of the preview rendition, in seconds.")
     target_lufs: float = Field(
@@ -199,6 +221,12 @@ class Settings(BaseSettings):
     solana_rpc_backoff_s: float = Field(
         default=0.25, gt=0, description="First delay between RPC tries; doubles each try, with jitter."
     )
+    solana_rpc_unhealthy_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an RPC endpoint that timed out, refused the connection, answered 429, 5xx or "
+        "garbage is passed over while another endpoint is healthy.",
+    )
     chain_poll_interval_s: float = Field(
         default=0.5, gt=0, description="How often a chain job polls signature statuses while it waits."
     )
@@ -207,6 +235,27 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a chain job waits for finalized before it is retried later (the journal resumes it).",
     )
+    chain_compute_unit_margin: float = Field(
+        default=1.2,
+        ge=1.0,
+        le=10.0,
+        description="A transaction's SetComputeUnitLimit is its simulated unitsConsumed times this, rounded up.",
+    )
+    chain_priority_fee_percentile: int = Field(
+        default=75,
+        ge=0,
+        le=100,
+        description="SetComputeUnitPrice: this percentile of getRecentPrioritizationFees for the accounts it writes.",
+    )
+    chain_priority_fee_floor_micro_lamports: int = Field(
+        default=1_000, ge=0, description="Lowest compute-unit price the platform pays (micro-lamports per unit)."
+    )
+    chain_priority_fee_ceiling_micro_lamports: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Highest compute-unit price the platform pays (micro-lamports per unit); a higher estimate "
+        "is clamped to it, and logged.",
+    )
     reward_mint: str | None = Field(
         default=None,
         description="SPL mint of payouts (the treasury is the platform keypair's token account of it). "
@@ -214,6 +263,16 @@ class Settings(BaseSettings):
     )
     reward_mint_decimals: int = Field(
         default=6, ge=0, le=18, description="Decimals of the reward mint (transfer_checked refuses a mismatch)."
+    )
+    staking_vault_wallet: str | None = Field(
+        default=None,
+        description="Owner of the staking vault: a `roadie:stake` transfer_checked into its token account of the "
+        "reward mint opens a staking position. Unset: a wallet derived from the platform keypair.",
+    )
+    escrow_wallet: str | None = Field(
+        default=None,
+        description="The marketplace escrow: an NFT it hands over in a transaction that pays the seller is a sale. "
+        "Unset: a wallet derived from the platform keypair.",
     )
     localnet_slot_ms: int = Field(
         default=400, ge=0, description="`roadie localnet`: a block every this many ms (0: only on request)."
@@ -256,17 +315,44 @@ class Settings(BaseSettings):
             raise ValueError("ROADIE_FAULT_INJECTION cannot be on when ROADIE_ENV=production")
         return self
 
-    @field_validator("indexer_watch_addresses")
+    @model_validator(mode="after")
+    def _priority_fee_floor_under_ceiling(self) -> Settings:
+        if self.chain_priority_fee_floor_micro_lamports > self.chain_priority_fee_ceiling_micro_lamports:
+            raise ValueError(
+                "ROADIE_CHAIN_PRIORITY_FEE_FLOOR_MICRO_LAMPORTS is above "
+                "ROADIE_CHAIN_PRIORITY_FEE_CEILING_MICRO_LAMPORTS"
+            )
+        return self
+
+    @field_validator("solana_rpc_urls", mode="before")
     @classmethod
-    def _base58_addresses(cls, addresses: list[str]) -> list[str]:
+    def _comma_separated(cls, urls: object) -> object:
+        return [url.strip() for url in urls.split(",") if url.strip()] if isinstance(urls, str) else urls
+
+    @field_validator("solana_rpc_urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for number, url in enumerate(urls, 1):  # by position: a provider URL carries its API key
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"RPC URL {number} is not an http:// or https:// URL")
+        return urls
+
+    @property
+    def solana_rpc_url(self) -> str:
+        """The first RPC endpoint: the local chain serves it, and tools that talk to one endpoint use it."""
+        return self.solana_rpc_urls[0]
+
+    @field_validator("indexer_watch_addresses", "staking_vault_wallet", "escrow_wallet")
+    @classmethod
+    def _base58_addresses(cls, value: list[str] | str | None) -> list[str] | str | None:
         from solders.pubkey import Pubkey
 
-        for address in addresses:
+        for address in [value] if isinstance(value, str) else value or []:
             try:
                 Pubkey.from_string(address)
             except ValueError:
                 raise ValueError(f"{address!r} is not a base58 Solana address") from None
-        return addresses
+        return value
 
     # Ledger pool: rewards, staking, royalties (issue 5)
     ledger_min_listen_ms: int = Field(

@@ -106,7 +106,7 @@ def gather(settings: Settings) -> Status:
         count, oldest = session.execute(OUTBOX).one()
         failed = [(str(t), str(c), int(n)) for t, c, n in session.execute(FAILED_LAST_HOUR)]
     indexer = asyncio.run(indexer_status(settings))
-    chain = indexer.get("chain_error") or f"up at {settings.solana_rpc_url} (slot {indexer['chain_slot']})"
+    chain = indexer.get("chain_error") or f"up (slot {indexer['chain_slot']})"
     return Status(
         api=_api(settings),
         workers=_workers(),

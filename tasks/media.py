@@ -1,4 +1,4 @@
-"""Media pool job types: transcoding and audio analysis of uploaded tracks (issue 3), and scratch sweeping."""
+"""Media pool job types: transcoding, audio analysis and cover stills of uploaded tracks, and scratch sweeping."""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def analyse(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
     return stages.analyse_track(payload.track_id, context.progress)
 
 
+@job_type("media.cover", TrackPayload, queue="media", max_attempts=3, soft_time_limit_s=300, hard_time_limit_s=360)
+def cover(payload: TrackPayload, context: JobContext) -> dict[str, Any]:
+    """Normalise the uploaded cover to square JPEGs of 3000, 1000 and 300 px with no EXIF."""
+    return stages.cover_track(payload.track_id)
+
+
 @shared_task(name="media.sweep_scratch", ignore_result=True)
 def sweep_scratch() -> int:
     """Remove scratch folders of media work whose process died (beat sends this to the media queue)."""
@@ -66,11 +72,12 @@ def _sweep_scratch_at_start(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _refuse_to_start_without_ffmpeg(sender: Any = None, **_: Any) -> None:
-    """A worker that consumes the media queue needs ffmpeg and ffprobe: say so at start, not per job."""
+    """A worker that consumes the media queue needs ffmpeg (with Chromaprint) and ffprobe: say so at start."""
     if not _consumes_media(getattr(sender, "app", None)):
         return
     try:
         ffmpeg.tools()
+        ffmpeg.require_chromaprint()
     except ffmpeg.ToolMissingError as exc:
         log.critical("media.ffmpeg_missing", extra={"error": str(exc)})
         raise SystemExit(f"media worker cannot start: {exc}") from exc

@@ -26,12 +26,19 @@ import httpx
 import psycopg
 import pytest
 import redis
+from cryptography.fernet import Fernet
 from sqlalchemy.exc import OperationalError
 
 from roadie.processes import POOLS, Pool, ProcessGroup, api_command, flower_command, migrate_command, relay_command
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.fixtures.ipfs", "tests.fixtures.media", "tests.fixtures.chain", "tests.fixtures.ledger"]
+pytest_plugins = [
+    "tests.fixtures.ipfs",
+    "tests.fixtures.media",
+    "tests.fixtures.chain",
+    "tests.fixtures.ledger",
+    "tests.fixtures.webhooks",
+]
 
 PG_ADMIN = os.environ.get("ROADIE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -84,6 +91,11 @@ os.environ.update(
         "ROADIE_MAX_DELIVERIES": "3",
         "ROADIE_RELAY_POLL_INTERVAL_S": "0.2",
         "ROADIE_WORKER_METRICS_PORT": "0",  # tests that scrape a worker give it a free port
+        # The tests' webhook receivers listen on loopback; retries come in seconds, not hours.
+        "ROADIE_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
+        "ROADIE_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 1, 2, 3]",
+        "ROADIE_WEBHOOK_TIMEOUT_S": "2",
+        "ROADIE_WEBHOOK_SECRET_KEYS": Fernet.generate_key().decode(),
     }
 )
 

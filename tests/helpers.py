@@ -6,7 +6,7 @@ import datetime as dt
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,3 +139,13 @@ def webhook_delivery(
                 )
             )
         return row.id
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 20) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{getattr(condition, '__name__', condition)} did not hold within {timeout} s")

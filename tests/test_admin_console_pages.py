@@ -27,7 +27,7 @@ from tests.fixtures.media import AudioFiles, post_track
 from tests.helpers import chromium_page, register_webhook, screenshot, submit, wait_for_job, webhook_delivery
 
 pytestmark = pytest.mark.usefixtures("worker", "ipfs_node")
-STAGES = ["transcode", "analysis", "pin_track", "pin_metadata"]
+STAGES = ["transcode", "cover", "analysis", "pin_track", "pin_metadata"]
 JOB_LINK = re.compile(r"^/admin/jobs/[0-9a-f-]{36}$")
 
 

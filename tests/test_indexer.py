@@ -28,27 +28,44 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.memo.instructions import MemoParams, create_memo
-from spl.token.constants import TOKEN_2022_PROGRAM_ID
+from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 from spl.token.instructions import (
+    MintToParams,
     TransferCheckedParams,
     create_idempotent_associated_token_account,
     get_associated_token_address,
+    mint_to,
     transfer_checked,
 )
 from sqlalchemy import select, text
 
-from models import ChainEvent, IndexedTransaction, IndexerCursor, Nft, PayoutBatch, Track, User
+from models import (
+    ChainEvent,
+    IndexedDeposit,
+    IndexedSale,
+    IndexedTransaction,
+    IndexerCursor,
+    Nft,
+    PayoutBatch,
+    Sale,
+    StakingPosition,
+    Track,
+    User,
+)
 from roadie.chain.client import Chain, connect
 from roadie.chain.nft import mint_instructions
-from roadie.chain.platform import platform_keypair
+from roadie.chain.platform import ESCROW_PURPOSE, platform_keypair, reward_mint, staking_vault_wallet
 from roadie.chain.sending import checked_size, send_and_confirm, sign
 from roadie.chain.token import TokenMetadata, mint_account_space
 from roadie.chain.transfers import create_batch
 from roadie.db import transaction
+from roadie.indexer import store
+from roadie.indexer.runner import watched_addresses
 from roadie.processes import ProcessGroup, beat_command
 from roadie.settings import get_settings
 from tests.conftest import ROOT, Processes, free_port
 from tests.fixtures.chain import control, crashing_worker
+from tests.fixtures.ledger import balance
 from tests.helpers import wait_for_job
 
 T = TypeVar("T")
@@ -482,3 +499,188 @@ def test_a_payout_is_paid_only_when_the_indexer_sees_it_finalized(
     assert sorted((status, index) for status, _, index in transfers) == sorted(
         ("finalized", event.instruction_index) for event in payouts
     )
+
+
+# --- on-chain facts feeding the ledger: stake deposits and escrow sales ---------------------------
+
+
+#: How long a first wait allows: the module's indexer worker and beat may still be starting on a busy machine.
+STARTING = 90
+
+
+def reward_tokens(wallet: Pubkey, amount: int) -> list[Instruction]:
+    """The platform mints reward tokens to a wallet's token account (made if missing)."""
+    mint, payer = reward_mint(get_settings()), platform().pubkey()
+    account = get_associated_token_address(wallet, mint, TOKEN_PROGRAM_ID)
+    return [
+        create_idempotent_associated_token_account(payer, wallet, mint, TOKEN_PROGRAM_ID),
+        mint_to(MintToParams(TOKEN_PROGRAM_ID, mint, account, payer, amount)),
+    ]
+
+
+def pay(payer: Keypair, to: Pubkey, amount: int) -> list[Instruction]:
+    """A ``transfer_checked`` of reward tokens to ``to``'s token account (made if missing, at the platform's cost)."""
+    settings = get_settings()
+    mint = reward_mint(settings)
+    source, destination = (get_associated_token_address(w, mint, TOKEN_PROGRAM_ID) for w in (payer.pubkey(), to))
+    return [
+        create_idempotent_associated_token_account(platform().pubkey(), to, mint, TOKEN_PROGRAM_ID),
+        transfer_checked(
+            TransferCheckedParams(
+                TOKEN_PROGRAM_ID, source, mint, destination, payer.pubkey(), amount, settings.reward_mint_decimals
+            )
+        ),
+    ]
+
+
+def stake(staker: Keypair, amount: int, terms: str) -> list[Instruction]:
+    """What a wallet sends to stake: reward tokens into the staking vault, the terms in a memo."""
+    return [*pay(staker, staking_vault_wallet(get_settings()), amount), memo(terms, staker.pubkey())]
+
+
+def user_with_wallet(wallet: Pubkey) -> uuid.UUID:
+    with transaction() as session:
+        user = User(wallet_address=str(wallet))
+        session.add(user)
+        session.flush()
+        return user.id
+
+
+def deposit_of(signature: str) -> IndexedDeposit | None:
+    with transaction() as session:
+        return session.scalars(select(IndexedDeposit).where(IndexedDeposit.signature == signature)).one_or_none()
+
+
+def booked_deposit(signature: str) -> IndexedDeposit | None:
+    deposit = deposit_of(signature)
+    return deposit if deposit is not None and deposit.status == "booked" else None
+
+
+def positions_of(user: uuid.UUID) -> list[tuple[int, int, str, int]]:
+    with transaction() as session:
+        rows = session.scalars(select(StakingPosition).where(StakingPosition.user_id == user))
+        return [(p.amount, p.rate_bps, p.rate_kind, p.lock_seconds) for p in rows]
+
+
+def stake_balance(user: uuid.UUID) -> int:
+    with transaction() as session:
+        return balance(session, "stake", user)
+
+
+def test_a_stake_deposit_opens_its_position_once_finalized_and_one_a_fork_drops_never_does(
+    indexing: Indexing, paused: Any, books: None
+) -> None:
+    staker = Keypair()
+    user = user_with_wallet(staker.pubkey())
+    sent(reward_tokens(staker.pubkey(), 10_000), [platform()])
+    control("roadie_advance", 1)
+    kept = sent(stake(staker, 3_000, "roadie:stake:lock_days=30"), [platform(), staker])
+    control("roadie_advance", 1)
+    dropped = sent(stake(staker, 4_000, "roadie:stake:apr_bps=800"), [platform(), staker])
+    control("roadie_advance", 1)  # both confirmed, neither finalized
+
+    wait_until(lambda: deposit_of(kept) and deposit_of(dropped), "both deposits read at confirmed", STARTING)
+    assert [(d.status, d.amount) for d in (deposit_of(kept), deposit_of(dropped)) if d] == [
+        ("pending", 3_000), ("pending", 4_000),
+    ]  # fmt: skip
+    assert positions_of(user) == []  # not money yet
+    assert stake_balance(user) == 0
+
+    assert dropped in control("roadie_orphan", 1)["dropped"]
+    wait_until(lambda: deposit_of(dropped) is None, "the dropped deposit forgotten")
+    control("roadie_advance", 5)
+
+    booked = wait_until(lambda: booked_deposit(kept), "the kept deposit booked")
+    assert positions_of(user) == [(3_000, 1500, "apy", 30 * 86_400)]  # the product's 15 % APY: the memo named none
+    assert stake_balance(user) == 3_000
+    with transaction() as session:
+        position = session.get_one(StakingPosition, booked.position_id)
+        block_time = session.get_one(IndexedTransaction, kept).block_time
+    assert position.started_at == block_time
+    time.sleep(1)  # ticks later: still exactly one position, and the dropped deposit never came back
+    assert positions_of(user) == [(3_000, 1500, "apy", 30 * 86_400)]
+    assert deposit_of(dropped) is None
+
+
+def test_a_stake_memo_that_does_not_parse_is_a_refused_deposit_for_an_admin_and_the_indexer_goes_on(
+    indexing: Indexing, chain_running: Any, books: None
+) -> None:
+    staker, stranger = Keypair(), Keypair()
+    user = user_with_wallet(staker.pubkey())
+    confirmed([*reward_tokens(staker.pubkey(), 10_000), *reward_tokens(stranger.pubkey(), 10_000)], [platform()])
+
+    odd = confirmed(stake(staker, 1_000, "roadie:stake:apy=15%"), [platform(), staker])
+    unknown = confirmed(stake(stranger, 1_000, "roadie:stake"), [platform(), stranger])
+    good = confirmed(stake(staker, 2_000, "roadie:stake:apy_bps=1200"), [platform(), staker])
+
+    wait_until(lambda: booked_deposit(good), "the next deposit booked", STARTING)
+    nobody = deposit_of(unknown)  # refused by the ledger once final: no user has that wallet
+    assert nobody is not None
+    assert (nobody.status, nobody.error_code, nobody.position_id) == ("refused", "unknown_wallet", None)
+    refused = deposit_of(odd)
+    assert refused is not None
+    assert (refused.status, refused.error_code, refused.amount, refused.position_id) == (
+        "refused", "invalid_memo", 1_000, None,
+    )  # fmt: skip
+    assert refused.error_message == "'apy=15%' is not apy_bps=, apr_bps= or lock_days= an integer"
+    assert finalized(odd)  # the transaction is indexed (not poison); only its deposit waits for a person
+    assert positions_of(user) == [(2_000, 1200, "apy", 0)]
+    with transaction() as session:
+        shown = store.overview(session, watched_addresses(get_settings()))
+    assert {"fact": "stake_deposit", "signature": odd, "error_code": "invalid_memo",
+            "error": refused.error_message} in shown["refused"]  # fmt: skip
+    assert shown["stake_deposits"]["refused"] >= 1
+
+
+def sale_of(signature: str) -> IndexedSale | None:
+    with transaction() as session:
+        return session.get(IndexedSale, signature)
+
+
+def sales_recorded(signature: str) -> list[tuple[int, int, int, str]]:
+    with transaction() as session:
+        rows = session.scalars(select(Sale).where(Sale.signature == signature))
+        return [(s.price, s.seller_fee_basis_points, s.royalty, s.source) for s in rows]
+
+
+def settle(mint: Pubkey, buyer: Keypair, seller: Pubkey, price: int) -> list[Instruction]:
+    """The escrow hands the NFT to the buyer while the buyer pays the seller: one transaction."""
+    return [*nft_transfer(mint, escrow(), buyer.pubkey()), *pay(buyer, seller, price)]
+
+
+def escrow() -> Keypair:
+    return platform_keypair(get_settings()).derive(ESCROW_PURPOSE)
+
+
+def test_an_escrow_sale_is_recorded_once_finalized_and_one_a_fork_drops_is_not(
+    indexing: Indexing, paused: Any, books: None
+) -> None:
+    seller, buyer = Keypair(), Keypair()
+    control("roadie_resume")
+    mint, _ = mint_nft(seller.pubkey())  # the seller is the NFT's artist: the royalty is theirs
+    listed = confirmed(nft_transfer(mint, seller, escrow().pubkey()), [platform(), seller])
+    confirmed(reward_tokens(buyer.pubkey(), 50_000), [platform()])
+    wait_until(lambda: finalized(listed), "the listing finalized", STARTING)
+    control("roadie_pause")
+
+    forked = sent(settle(mint, buyer, seller.pubkey(), 40_000), [platform(), escrow(), buyer])
+    control("roadie_advance", 1)
+    pending = wait_until(lambda: sale_of(forked), "the settlement read at confirmed")
+    assert (pending.status, pending.price, pending.buyer, pending.seller) == (
+        "pending", 40_000, str(buyer.pubkey()), str(seller.pubkey()),
+    )  # fmt: skip
+    assert owner_of(mint) == str(buyer.pubkey())
+    assert sales_recorded(forked) == []  # not money yet
+
+    assert forked in control("roadie_orphan", 1)["dropped"]
+    wait_until(lambda: sale_of(forked) is None, "the dropped settlement forgotten")
+    assert owner_of(mint) == str(escrow().pubkey())
+
+    control("roadie_advance", 1)  # a new blockhash: the settlement signed again is another transaction
+    settled = sent(settle(mint, buyer, seller.pubkey(), 40_000), [platform(), escrow(), buyer])
+    assert settled != forked
+    control("roadie_advance", 4)
+    wait_until(lambda: (sale_of(settled) or pending).status == "booked", "the settlement booked")
+    assert sales_recorded(settled) == [(40_000, 250, 1_000, "indexer")]
+    assert sales_recorded(forked) == []
+    assert owner_of(mint) == str(buyer.pubkey())

@@ -33,6 +33,7 @@ from spl.token.instructions import (
 
 from roadie.chain.token import initialize_mint2
 from roadie.indexer.decode import DecodeError, Event, Watch, decode, parse, transfer_mints
+from roadie.indexer.facts import FactError, Settlement, StakeTerms, settlement, stake_terms
 
 AUTHORITY = Keypair()
 TREASURY = Keypair()
@@ -89,7 +90,7 @@ def transfer_tx(
 
 
 def watch(*nft_mints: Pubkey) -> Watch:
-    return Watch(AUTHORITY.pubkey(), {TREASURY_ACCOUNT}, frozenset(str(mint) for mint in nft_mints))
+    return Watch(AUTHORITY.pubkey(), {TREASURY_ACCOUNT}, nft_mints=frozenset(str(mint) for mint in nft_mints))
 
 
 def events(tx: VersionedTransaction, watching: Watch | None = None, meta: UiTransactionStatusMeta = OK) -> list[Event]:
@@ -306,3 +307,115 @@ def test_a_transaction_under_another_signature_is_a_decode_error() -> None:
 
     with pytest.raises(DecodeError, match="another signature"):
         parse(encoded, str(Keypair().pubkey()))
+
+
+# --- stake deposits and escrow settlements ------------------------------------------------------
+
+VAULT = Keypair()
+VAULT_ACCOUNT = get_associated_token_address(VAULT.pubkey(), PAYOUT_MINT, TOKEN_PROGRAM_ID)
+ESCROW = Keypair()
+
+
+def facts_watch(*nft_mints: Pubkey) -> Watch:
+    return Watch(
+        AUTHORITY.pubkey(), {TREASURY_ACCOUNT}, {VAULT_ACCOUNT}, {ESCROW.pubkey()},
+        frozenset(str(mint) for mint in nft_mints),
+    )  # fmt: skip
+
+
+def test_a_transfer_into_the_staking_vault_is_a_stake_deposit_carrying_the_memo() -> None:
+    staker = Keypair()
+    tx = transfer_tx(staker, VAULT.pubkey(), PAYOUT_MINT, amount=5_000, decimals=6, note=b"roadie:stake",
+                     program=TOKEN_PROGRAM_ID)  # fmt: skip
+
+    (deposit,) = [event for event in events(tx, facts_watch()) if event.kind == "stake_deposit"]
+
+    assert (deposit.destination, deposit.authority) == (str(VAULT_ACCOUNT), str(staker.pubkey()))
+    assert (deposit.mint, deposit.amount, deposit.memo) == (str(PAYOUT_MINT), 5_000, "roadie:stake")
+
+
+def settlement_tx(
+    nft: Pubkey, buyer: Keypair, seller: Pubkey, price: int, *, escrow: Keypair = ESCROW
+) -> VersionedTransaction:
+    def move(holder: Pubkey, to: Pubkey, mint: Pubkey, amount: int, decimals: int, program: Pubkey) -> Instruction:
+        source = get_associated_token_address(holder, mint, program)
+        destination = get_associated_token_address(to, mint, program)
+        return transfer_checked(TransferCheckedParams(program, source, mint, destination, holder, amount, decimals))
+
+    return signed(
+        buyer,
+        create_idempotent_associated_token_account(buyer.pubkey(), buyer.pubkey(), nft, TOKEN_2022_PROGRAM_ID),
+        move(escrow.pubkey(), buyer.pubkey(), nft, 1, 0, TOKEN_2022_PROGRAM_ID),
+        create_idempotent_associated_token_account(buyer.pubkey(), seller, PAYOUT_MINT, TOKEN_PROGRAM_ID),
+        move(buyer.pubkey(), seller, PAYOUT_MINT, price, 6, TOKEN_PROGRAM_ID),
+        signers=(escrow,),
+    )
+
+
+def test_an_escrow_settlement_is_the_nft_handed_over_and_the_buyers_payment_to_the_seller() -> None:
+    nft, buyer, seller = Pubkey.new_unique(), Keypair(), Pubkey.new_unique()
+
+    found = events(settlement_tx(nft, buyer, seller, 7_000), facts_watch(nft))
+
+    assert [(event.kind, event.authority, event.owner) for event in found] == [
+        ("nft_transfer", str(ESCROW.pubkey()), str(buyer.pubkey())),
+        ("payment", str(buyer.pubkey()), str(seller)),
+    ]
+    sold = settlement(found, {ESCROW.pubkey()})
+    assert sold == Settlement(str(nft), str(buyer.pubkey()), str(seller), str(PAYOUT_MINT), 7_000)
+
+
+def test_the_same_transfers_without_the_escrow_are_no_sale() -> None:
+    nft, buyer, seller, stranger = Pubkey.new_unique(), Keypair(), Pubkey.new_unique(), Keypair()
+
+    found = events(settlement_tx(nft, buyer, seller, 7_000, escrow=stranger), facts_watch(nft))
+
+    assert [event.kind for event in found] == ["nft_transfer"]  # the payment is someone else's business
+    assert settlement(found, {ESCROW.pubkey()}) is None
+
+
+def test_an_escrow_handing_over_an_nft_without_payment_is_a_refused_settlement() -> None:
+    nft, buyer = Pubkey.new_unique(), Keypair()
+    tx = transfer_tx(ESCROW, buyer.pubkey(), nft)
+
+    sold = settlement(events(tx, facts_watch(nft)), {ESCROW.pubkey()})
+
+    assert sold is not None
+    assert sold.refusal is not None
+    assert (sold.nft_mint, sold.price, sold.refusal.code) == (str(nft), None, "unpaid_settlement")
+
+
+@pytest.mark.parametrize(
+    ("memo_text", "terms"),
+    [
+        ("roadie:stake", StakeTerms(1500, "apy", 0)),
+        ("roadie:stake:lock_days=30", StakeTerms(1500, "apy", 30 * 86_400)),
+        ("roadie:stake:apy_bps=1200,lock_days=7", StakeTerms(1200, "apy", 7 * 86_400)),
+        ("roadie:stake:apr_bps=800", StakeTerms(800, "apr", 0)),
+    ],
+)
+def test_a_stake_memo_names_the_terms_and_defaults_to_the_products_15_percent_apy(
+    memo_text: str, terms: StakeTerms
+) -> None:
+    assert stake_terms(memo_text) == terms
+
+
+@pytest.mark.parametrize(
+    ("memo_text", "reason"),
+    [
+        (None, "a stake deposit needs a 'roadie:stake' memo; the transaction has none"),
+        ("stake please", "the memo 'stake please' does not start with 'roadie:stake'"),
+        ("roadie:staked", "the memo 'roadie:staked' does not start with 'roadie:stake'"),
+        ("roadie:stake:apy=15%", "'apy=15%' is not apy_bps=, apr_bps= or lock_days= an integer"),
+        ("roadie:stake:", "'' is not apy_bps=, apr_bps= or lock_days= an integer"),
+        ("roadie:stake:lock_days=1,lock_days=2", "lock_days is given twice"),
+        ("roadie:stake:apy_bps=1,apr_bps=1", "give apy_bps or apr_bps, not both"),
+        ("roadie:stake:apy_bps=0", "apy_bps must be positive"),
+        ("roadie:stake:lock_days=9999", "lock_days must be at most 3660"),
+    ],
+)
+def test_a_stake_memo_that_does_not_parse_says_why(memo_text: str | None, reason: str) -> None:
+    with pytest.raises(FactError) as refused:
+        stake_terms(memo_text)
+
+    assert (refused.value.code, refused.value.message) == ("invalid_memo", reason)

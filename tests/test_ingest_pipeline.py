@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
-from models.music import Track, User
+from models.music import Track, TrackFingerprint, User
 from models.platform import Job, JobEvent, JobStatus
 from roadie.db import transaction
 from roadie.ingest import pipeline
@@ -68,7 +69,7 @@ def _status(track_id: uuid.UUID) -> str:
         return track.status
 
 
-def test_the_first_step_starts_only_the_transcode() -> None:
+def test_the_first_step_starts_the_transcode_and_the_cover_stills() -> None:
     track_id = _track()
     parent_id = _parent(track_id)
     run = _run(parent_id)
@@ -76,15 +77,22 @@ def test_the_first_step_starts_only_the_transcode() -> None:
     with pytest.raises(WaitForChildren) as wait:
         pipeline.advance(parent_id, run.lease_id, track_id, mint=False)
 
-    assert _children(parent_id) == [("media.transcode", "queued")]
+    assert sorted(_children(parent_id)) == [("media.cover", "queued"), ("media.transcode", "queued")]
     stages = {s["name"]: s["status"] for s in (wait.value.result or {})["stages"]}
-    assert stages == {"transcode": "queued", "analysis": "pending", "pin_track": "pending", "pin_metadata": "pending"}
+    assert stages == {
+        "transcode": "queued",
+        "cover": "queued",
+        "analysis": "pending",
+        "pin_track": "pending",
+        "pin_metadata": "pending",
+    }
 
 
 def test_after_the_transcode_the_analysis_and_the_pinning_start_together() -> None:
     track_id = _track()
     parent_id = _parent(track_id)
     _child(parent_id, "media.transcode", JobStatus.SUCCEEDED)
+    _child(parent_id, "media.cover", JobStatus.SUCCEEDED)
     run = _run(parent_id)
 
     with pytest.raises(WaitForChildren) as wait:
@@ -114,6 +122,7 @@ def test_a_rerun_resumes_at_the_failed_stage_and_keeps_the_finished_ones() -> No
     track_id = _track()
     parent_id = _parent(track_id)
     _child(parent_id, "media.transcode", JobStatus.SUCCEEDED)
+    _child(parent_id, "media.cover", JobStatus.SUCCEEDED)
     _child(parent_id, "ipfs.pin_track", JobStatus.SUCCEEDED)
     _child(parent_id, "media.analyse", JobStatus.FAILED, "track_not_found")
     with transaction() as session:  # an admin re-ran the failed parent
@@ -125,6 +134,7 @@ def test_a_rerun_resumes_at_the_failed_stage_and_keeps_the_finished_ones() -> No
 
     assert _children(parent_id) == [
         ("media.transcode", "succeeded"),
+        ("media.cover", "succeeded"),
         ("ipfs.pin_track", "succeeded"),
         ("media.analyse", "failed"),
         ("media.analyse", "queued"),
@@ -135,7 +145,7 @@ def test_a_rerun_resumes_at_the_failed_stage_and_keeps_the_finished_ones() -> No
 def test_a_requested_mint_starts_once_the_metadata_is_pinned_and_the_track_is_ready_after_it() -> None:
     track_id = _track()
     parent_id = _parent(track_id)
-    for job_type in ("media.transcode", "media.analyse", "ipfs.pin_track", "ipfs.pin_metadata"):
+    for job_type in ("media.transcode", "media.cover", "media.analyse", "ipfs.pin_track", "ipfs.pin_metadata"):
         _child(parent_id, job_type, JobStatus.SUCCEEDED)
     run = _run(parent_id)
 
@@ -175,3 +185,56 @@ def test_a_stage_failed_before_the_last_rerun_is_started_again_and_any_other_chi
     assert (pipeline._standing(child, rerun_at) is child) is stands
     assert pipeline._standing(child, None) is child
     assert pipeline._standing(None, rerun_at) is None
+
+
+def _held_as_duplicate_of(track_id: uuid.UUID) -> uuid.UUID:
+    """The track's fingerprint matched an earlier track's under the ``hold`` policy."""
+    original = _track()
+    with transaction() as session:
+        session.add(
+            TrackFingerprint(
+                track_id=track_id,
+                fingerprint=b"\x00" * 8,
+                hashes=[1, 2],
+                matched_track_id=original,
+                similarity=Decimal("0.973"),
+                decision="hold",
+            )
+        )
+    return original
+
+
+def test_a_duplicate_held_for_an_admin_stops_before_pinning_until_the_parent_is_re_run() -> None:
+    track_id = _track()
+    original = _held_as_duplicate_of(track_id)
+    parent_id = _parent(track_id)
+    _child(parent_id, "media.transcode", JobStatus.SUCCEEDED)
+    _child(parent_id, "media.cover", JobStatus.SUCCEEDED)
+    run = _run(parent_id)
+
+    with pytest.raises(WaitForChildren) as wait:  # the analysis publishes nothing: it runs
+        pipeline.advance(parent_id, run.lease_id, track_id, mint=True)
+    _child(parent_id, "media.analyse", JobStatus.SUCCEEDED)
+    result = pipeline.advance(parent_id, run.lease_id, track_id, mint=True)
+
+    assert {job_type for job_type, _ in _children(parent_id)} == {"media.transcode", "media.cover", "media.analyse"}
+    assert {s["name"]: s["status"] for s in result["stages"]} == {
+        "transcode": "succeeded",
+        "cover": "succeeded",
+        "analysis": "succeeded",
+        "pin_track": "held",
+        "pin_metadata": "pending",
+        "mint": "pending",
+    }
+    assert result["held"] is True
+    assert result["duplicate_of"] == {"track_id": str(original), "similarity": 0.973, "policy": "hold"}
+    assert (wait.value.result or {})["duplicate_of"] == result["duplicate_of"]
+    assert _status(track_id) == "held"
+
+    with transaction() as session:  # an admin re-ran the (succeeded) parent: the track is released
+        session.add(JobEvent(job_id=parent_id, kind="rerun", actor="ops"))
+    with pytest.raises(WaitForChildren):
+        pipeline.advance(parent_id, run.lease_id, track_id, mint=True)
+
+    assert ("ipfs.pin_track", "queued") in _children(parent_id)
+    assert _status(track_id) == "ingesting"

@@ -168,15 +168,15 @@ def test_pin_track_pins_every_pending_file_and_records_cid_size_and_mime(
     make_track: MakeTrack, ipfs_node: IpfsNode
 ) -> None:
     mp3, cover = os.urandom(3 * CHUNK), os.urandom(5_000)
-    track_id = make_track({"mp3_320": mp3, "cover": cover})
+    track_id = make_track({"mp3_320": mp3, "cover_1000": cover})
 
     result = pinning.pin_track(track_id)
 
     files = rows(track_id)
-    assert sorted(result["pinned_now"]) == ["cover", "mp3_320"]
+    assert sorted(result["pinned_now"]) == ["cover_1000", "mp3_320"]
     assert files["mp3_320"].cid == kubo_cid(mp3)
-    assert files["cover"].cid == kubo_cid(cover)
-    for kind, data, mime in (("mp3_320", mp3, "audio/mpeg"), ("cover", cover, "image/png")):
+    assert files["cover_1000"].cid == kubo_cid(cover)
+    for kind, data, mime in (("mp3_320", mp3, "audio/mpeg"), ("cover_1000", cover, "image/jpeg")):
         row = files[kind]
         assert (row.pin_state, row.size_bytes, row.mime_type) == ("pinned", len(data), mime)
         assert ipfs_node.is_pinned(row.cid or "")
@@ -219,14 +219,14 @@ def test_a_file_missing_from_the_blob_store_fails_with_a_code_and_leaves_no_cid(
 
 
 def test_a_blob_that_does_not_match_its_sha256_is_not_pinned(make_track: MakeTrack, ipfs_node: IpfsNode) -> None:
-    track_id = make_track({"cover": b"original cover"})
-    blob_path(rows(track_id)["cover"].storage_key or "").write_bytes(b"tampered cover")
+    track_id = make_track({"cover_1000": b"original cover"})
+    blob_path(rows(track_id)["cover_1000"].storage_key or "").write_bytes(b"tampered cover")
 
     with pytest.raises(PermanentError) as raised:
         pinning.pin_track(track_id)
 
     assert raised.value.code == "blob_corrupt"
-    assert rows(track_id)["cover"].pin_state == "failed"
+    assert rows(track_id)["cover_1000"].pin_state == "failed"
     assert not ipfs_node.is_pinned(kubo_cid(b"tampered cover"))
 
 
@@ -241,13 +241,13 @@ def test_an_unknown_track_fails_with_a_code() -> None:
 
 
 def test_unpin_track_releases_its_content(make_track: MakeTrack, ipfs_node: IpfsNode) -> None:
-    track_id = make_track({"mp3_320": os.urandom(1000), "cover": os.urandom(1000)})
+    track_id = make_track({"mp3_320": os.urandom(1000), "cover_1000": os.urandom(1000)})
     pinning.pin_track(track_id)
     cids = [row.cid or "" for row in rows(track_id).values()]
 
     result = pinning.unpin_track(track_id)
 
-    assert sorted(r["kind"] for r in result["released"]) == ["cover", "mp3_320"]
+    assert sorted(r["kind"] for r in result["released"]) == ["cover_1000", "mp3_320"]
     assert {row.pin_state for row in rows(track_id).values()} == {"unpinned"}
     assert not any(ipfs_node.is_pinned(cid) for cid in cids)
     assert pinning.unpin_track(track_id)["released"] == []  # nothing twice
@@ -272,7 +272,7 @@ def test_unpinning_one_track_keeps_content_another_track_shares(make_track: Make
 
 def test_pin_metadata_pins_a_schema_valid_metaplex_document(make_track: MakeTrack, ipfs_node: IpfsNode) -> None:
     mp3, low, cover = os.urandom(4000), os.urandom(2000), os.urandom(500)
-    track_id = make_track({"mp3_320": mp3, "mp3_128": low, "cover": cover}, description="A click track.")
+    track_id = make_track({"mp3_320": mp3, "mp3_128": low, "cover_1000": cover}, description="A click track.")
     pinning.pin_track(track_id)
 
     result = metadata.pin_metadata(track_id)
@@ -300,7 +300,7 @@ def test_pin_metadata_pins_a_schema_valid_metaplex_document(make_track: MakeTrac
         "properties": {
             "category": "audio",
             "files": [
-                {"uri": f"ipfs://{kubo_cid(cover)}", "type": "image/png"},
+                {"uri": f"ipfs://{kubo_cid(cover)}", "type": "image/jpeg"},
                 {"uri": f"ipfs://{kubo_cid(mp3)}?ext=mp3", "type": "audio/mpeg"},
                 {"uri": f"ipfs://{kubo_cid(low)}", "type": "audio/mpeg"},
             ],
@@ -309,7 +309,7 @@ def test_pin_metadata_pins_a_schema_valid_metaplex_document(make_track: MakeTrac
 
 
 def test_the_same_inputs_give_the_same_bytes_and_cid(make_track: MakeTrack) -> None:
-    track_id = make_track({"mp3_320": b"deterministic mp3", "cover": b"deterministic cover"})
+    track_id = make_track({"mp3_320": b"deterministic mp3", "cover_1000": b"deterministic cover"})
     pinning.pin_track(track_id)
     first = metadata.pin_metadata(track_id)
     stored = blob_path(rows(track_id)["metadata"].storage_key or "").read_bytes()
@@ -342,7 +342,7 @@ def test_a_track_without_a_cover_gets_a_pinned_waveform_image(make_track: MakeTr
 def test_metadata_the_schema_rejects_fails_naming_the_field_and_writes_nothing(
     make_track: MakeTrack, ipfs_node: IpfsNode
 ) -> None:
-    track_id = make_track({"mp3_320": b"blank title", "cover": b"cover"}, title="   ")
+    track_id = make_track({"mp3_320": b"blank title", "cover_1000": b"cover_1000"}, title="   ")
     pinning.pin_track(track_id)
 
     with pytest.raises(PermanentError) as raised:
@@ -354,7 +354,7 @@ def test_metadata_the_schema_rejects_fails_naming_the_field_and_writes_nothing(
 
 
 def test_metadata_needs_the_pinned_mp3_and_the_pinned_cover(make_track: MakeTrack) -> None:
-    track_id = make_track({"mp3_320": b"not pinned yet", "cover": b"cover"})
+    track_id = make_track({"mp3_320": b"not pinned yet", "cover_1000": b"cover_1000"})
 
     with pytest.raises(PermanentError, match="MP3 320") as raised:
         metadata.pin_metadata(track_id)
@@ -362,7 +362,7 @@ def test_metadata_needs_the_pinned_mp3_and_the_pinned_cover(make_track: MakeTrac
 
     pinning.pin_track(track_id)
     with transaction() as session:
-        session.get_one(TrackFile, rows(track_id)["cover"].id).pin_state = "failed"
+        session.get_one(TrackFile, rows(track_id)["cover_1000"].id).pin_state = "failed"
     with pytest.raises(PermanentError, match="cover") as raised:  # not silently replaced by a waveform
         metadata.pin_metadata(track_id)
     assert raised.value.code == "not_pinned"
@@ -408,7 +408,7 @@ def test_pin_track_then_pin_metadata_through_a_worker(
 def test_bad_input_fails_the_job_with_a_code_and_the_worker_keeps_serving(
     make_track: MakeTrack, client: httpx.Client, worker: ProcessGroup
 ) -> None:
-    blank = make_track({"mp3_320": b"blank", "cover": b"c"}, title=" ")
+    blank = make_track({"mp3_320": b"blank", "cover_1000": b"c"}, title=" ")
     wait_for_job(client, submit_job(client, "ipfs.pin_track", blank), "succeeded", timeout=60)
 
     failed = wait_for_job(client, submit_job(client, "ipfs.pin_metadata", blank), "failed", timeout=60)
@@ -444,7 +444,9 @@ def test_the_local_node_restarts_on_its_repo_after_being_killed(tmp_path: Path) 
 def test_a_pin_track_killed_midway_completes_on_rerun_with_the_same_cids_and_no_duplicates(
     make_track: MakeTrack, ipfs_node: IpfsNode, client: httpx.Client, processes: Processes
 ) -> None:
-    contents = {kind: os.urandom(8 << 20) for kind in ("cover", "mp3_128", "mp3_320", "opus_96", "preview", "source")}
+    contents = {
+        kind: os.urandom(8 << 20) for kind in ("cover_1000", "mp3_128", "mp3_320", "opus_96", "preview", "source")
+    }
     track_id = make_track(contents)
     doomed = processes.worker(queues="ipfs")
     job_id = submit_job(client, "ipfs.pin_track", track_id)

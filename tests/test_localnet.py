@@ -221,7 +221,7 @@ def test_roadie_localnet_serves_a_provisioned_chain_until_sigterm(tmp_path: Path
             assert chain.alive, chain.log()
             assert time.monotonic() < deadline, chain.log()
             time.sleep(0.2)
-        settings = get_settings().model_copy(update={"solana_rpc_url": url, "keypair_path": keypair_path})
+        settings = get_settings().model_copy(update={"solana_rpc_urls": [url], "keypair_path": keypair_path})
         platform, mint = load_keypair(keypair_path).pubkey, reward_mint(settings)
 
         async def look() -> tuple[int, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from roadie import blobs
 from roadie.jobs.errors import PermanentError
 from roadie.media import ffmpeg, transcode
+from roadie.settings import get_settings
 from tests.fixtures.media import BAD_SOURCES, AudioFiles
 
 Run = Callable[..., transcode.Transcoded]
@@ -32,12 +35,8 @@ def run(blob_dir: Path) -> Run:
             )
             for output in done.outputs:  # keep them past the scratch directory
                 output.path.rename(blob_dir / output.path.name)
-            return transcode.Transcoded(
-                done.duration_s,
-                done.loudness,
-                done.preview_start_s,
-                done.preview_length_s,
-                [transcode.Output(o.spec, blob_dir / o.path.name, o.seconds) for o in done.outputs],
+            return dataclasses.replace(
+                done, outputs=[transcode.Output(o.spec, blob_dir / o.path.name, o.seconds) for o in done.outputs]
             )
 
     return run
@@ -156,16 +155,32 @@ def test_scratch_files_are_removed_after_success_and_after_failure(audio: AudioF
     assert list((blob_dir / blobs.TMP_DIR).iterdir()) == []
 
 
-def test_a_missing_ffmpeg_is_named_with_the_setting_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from roadie.settings import get_settings
-
-    monkeypatch.setenv("ROADIE_FFMPEG_PATH", "/nonexistent/ffmpeg")
+@contextlib.contextmanager
+def _ffmpeg_at(monkeypatch: pytest.MonkeyPatch, path: str) -> Iterator[None]:
+    """``ROADIE_FFMPEG_PATH`` set to ``path`` inside the block, and the cached settings and tools with it."""
+    monkeypatch.setenv("ROADIE_FFMPEG_PATH", path)
     get_settings.cache_clear()
     ffmpeg.tools.cache_clear()
     try:
-        with pytest.raises(ffmpeg.ToolMissingError, match="ROADIE_FFMPEG_PATH"):
-            ffmpeg.tools()
+        yield
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
         ffmpeg.tools.cache_clear()
+
+
+def test_a_missing_ffmpeg_is_named_with_the_setting_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    with (
+        _ffmpeg_at(monkeypatch, "/nonexistent/ffmpeg"),
+        pytest.raises(ffmpeg.ToolMissingError, match="ROADIE_FFMPEG_PATH"),
+    ):
+        ffmpeg.tools()
+
+
+def test_an_ffmpeg_without_chromaprint_is_named_as_the_problem(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ffmpeg.require_chromaprint()  # Debian's ffmpeg has it
+    built_without = tmp_path / "ffmpeg"  # an ffmpeg whose build lists no chromaprint muxer
+    built_without.write_text("#!/bin/sh\nprintf 'File formats:\\n E mp3             MP3\\n'\n")
+    built_without.chmod(0o755)
+    with _ffmpeg_at(monkeypatch, str(built_without)), pytest.raises(ffmpeg.ToolMissingError, match="no chromaprint"):
+        ffmpeg.require_chromaprint()

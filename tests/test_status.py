@@ -22,7 +22,7 @@ def test_status_shows_the_api_each_pools_workers_and_waiting_jobs_and_the_last_h
     nothing_there = free_port()  # the chain and IPFS node this test asks about are down: part of the answer
     settings = Settings(
         api_port=urlsplit(api_url).port,
-        solana_rpc_url=f"http://127.0.0.1:{nothing_there}",
+        solana_rpc_urls=f"http://127.0.0.1:{nothing_there}",
         ipfs_api_addr=f"/ip4/127.0.0.1/tcp/{nothing_there}/http",
     )
 
@@ -30,7 +30,8 @@ def test_status_shows_the_api_each_pools_workers_and_waiting_jobs_and_the_last_h
 
     assert f"api      up at http://127.0.0.1:{settings.api_port}" in screen
     assert "relay    outbox 0 due" in screen
-    assert f"chain    unreachable at http://127.0.0.1:{nothing_there}" in screen
+    assert "chain    unreachable (1 RPC endpoint(s)): getSlot failed 1 times: connection failed" in screen
+    assert f":{nothing_there}" not in screen.split("chain ", 1)[1].splitlines()[0]  # never the URL
     assert f"ipfs     unreachable at /ip4/127.0.0.1/tcp/{nothing_there}/http" in screen
     default_row = next(line for line in screen.splitlines() if line.startswith("default "))
     assert default_row.split()[1:4] == ["1", "2", "0"]  # one worker, concurrency 2, nothing waiting

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -24,9 +25,11 @@ from roadie.chain.nft import MintedNft, read_mint
 from roadie.db import transaction
 from roadie.ipfs.client import IpfsNode
 from roadie.processes import POOLS, ProcessGroup
-from tests.conftest import ROOT
-from tests.fixtures.media import BAD_SOURCES, AudioFiles, post_track
+from tests.conftest import ROOT, create_key
+from tests.fixtures.media import BAD_SOURCES, AudioFiles, new_wallet, post_track
+from tests.fixtures.webhooks import Receiver, register_endpoint
 from tests.helpers import wait_for_job
+from tests.test_admin_console import console, csrf_token, sign_in
 
 pytestmark = pytest.mark.usefixtures("worker", "ipfs_node")
 RENDITIONS = {"mp3_320", "mp3_128", "opus_96", "preview"}
@@ -68,14 +71,15 @@ def _stages(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_an_uploaded_track_ends_ready_with_renditions_analysis_pinned_metadata_and_its_nft_minted(
-    uploader: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode, chain_running: Any
+    uploader: httpx.Client, audio: AudioFiles, ipfs_node: IpfsNode, chain_running: Any, receiver: Receiver
 ) -> None:
+    register_endpoint(uploader, receiver, ["track.ready", "nft.minted"])
     job = ingest(uploader, audio.song("ingest-120.flac", 30, bpm=120, key="C major"), cover=audio.png(), mint=True)
 
     assert job["status"] == "succeeded", job
     assert job["progress"]["percent"] == 100
     stages = _stages(job)
-    for name in ("transcode", "analysis", "pin_track", "pin_metadata", "mint"):
+    for name in ("transcode", "cover", "analysis", "pin_track", "pin_metadata", "mint"):
         assert stages[name]["status"] == "succeeded", stages[name]
     children = {child["type"]: child for child in job["children"]}
     assert children["media.transcode"]["status"] == children["media.analyse"]["status"] == "succeeded"
@@ -102,15 +106,15 @@ def test_an_uploaded_track_ends_ready_with_renditions_analysis_pinned_metadata_a
         stored = blobs.blob_path(str(files[kind].storage_key))
         assert stored.stat().st_size == files[kind].size_bytes
         assert files[kind].mime_type in ("audio/mpeg", "audio/ogg")
-    for kind in (*RENDITIONS, "cover", "metadata"):
+    for kind in (*RENDITIONS, "cover_3000", "cover_1000", "cover_300", "metadata"):
         assert files[kind].pin_state == "pinned", kind
         assert ipfs_node.is_pinned(str(files[kind].cid))
-    assert files["source"].pin_state == "unpinned"  # the master is not published
+    assert files["source"].pin_state == files["cover"].pin_state == "unpinned"  # as uploaded: not published
     metadata = json.loads(ipfs_node.cat(str(files["metadata"].cid)))
     assert stages["pin_metadata"]["result"]["cid"] == files["metadata"].cid
     assert metadata["properties"]["category"] == "audio"
     assert metadata["animation_url"].startswith(f"ipfs://{files['mp3_320'].cid}")
-    assert metadata["image"].startswith(f"ipfs://{files['cover'].cid}")
+    assert metadata["image"] == f"ipfs://{files['cover_1000'].cid}"
     traits = {a["trait_type"]: a["value"] for a in metadata["attributes"]}
     assert "C major" in traits.values()
     nft = _nft(track.id)
@@ -121,6 +125,12 @@ def test_an_uploaded_track_ends_ready_with_renditions_analysis_pinned_metadata_a
     assert (minted.supply, minted.mint_authority) == (1, None)
     assert minted.metadata.uri == f"ipfs://{files['metadata'].cid}"
     assert minted.metadata.additional["track_id"] == str(track.id)
+    # The upload's client is told, signed: the track is ready, and its NFT finalized on chain.
+    (ready,) = receiver.wait_for("track.ready")
+    (nft_minted,) = receiver.wait_for("nft.minted")
+    assert (ready.data["track"]["id"], ready.data["track"]["job_id"]) == (str(track.id), job["id"])
+    assert nft_minted.data["nft"]["mint_address"] == str(nft.mint_address)
+    assert nft_minted.data["nft"]["signature"] == nft.signature
 
 
 def test_the_parent_hands_its_worker_back_between_stages(uploader: httpx.Client, audio: AudioFiles) -> None:
@@ -200,3 +210,45 @@ def test_a_media_worker_refuses_to_start_without_ffmpeg(tmp_path: Path) -> None:
         assert "ROADIE_FFMPEG_PATH" in worker.log()
     finally:
         worker.stop()
+
+
+def test_the_same_recording_uploaded_again_is_held_for_an_admin_who_releases_it_in_the_console(
+    uploader: httpx.Client, api_url: str, audio: AudioFiles, ipfs_node: IpfsNode
+) -> None:
+    song, wallet, key = audio.song("original.flac", 20, bpm=128, key="A minor"), new_wallet(), "original-upload"
+    first = post_track(uploader, song, artist_wallet=wallet, headers={"Idempotency-Key": key})
+    original = wait_for_job(uploader, first.json()["id"], {"succeeded", "failed"}, timeout=300)
+    assert original["status"] == "succeeded", original
+    assert "duplicate_of" not in original["result"]
+    # The same artist sending the same upload with the same key: a replay, not a second track.
+    replay = post_track(uploader, song, artist_wallet=wallet, headers={"Idempotency-Key": key})
+    assert (replay.headers["Idempotent-Replayed"], replay.json()["id"]) == ("true", original["id"])
+    copy = song.with_name("copy-128k.mp3")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(song), "-b:a", "128k", str(copy)], check=True)
+
+    held = ingest(uploader, copy)  # re-encoded, by someone else
+
+    assert held["status"] == "succeeded", held
+    assert held["result"]["held"] is True
+    duplicate = held["result"]["duplicate_of"]
+    assert (duplicate["track_id"], duplicate["policy"]) == (original["result"]["track_id"], "hold")
+    assert duplicate["similarity"] >= 0.9
+    assert _stages(held)["pin_track"]["status"] == "held"
+    track, files = _track(held["result"]["track_id"])
+    assert track.status == "held"
+    assert {f.pin_state for f in files.values()} <= {"pending", "unpinned"}  # nothing published, nothing minted
+
+    with console(api_url) as browser:
+        sign_in(browser, create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"]))
+        page = browser.get(f"/admin/jobs/{held['id']}").text
+        assert f'Held: its audio repeats track <span class="mono">{duplicate["track_id"]}</span>' in page
+        form = {"csrf_token": csrf_token(page), "force": "on"}
+        assert browser.post(f"/admin/jobs/{held['id']}/retry", data=form).status_code == 303
+    released = wait_for_job(uploader, held["id"], {"succeeded", "failed"}, timeout=300)
+
+    assert released["status"] == "succeeded", released
+    assert "held" not in released["result"]
+    assert released["result"]["duplicate_of"] == duplicate  # still flagged
+    track, files = _track(held["result"]["track_id"])
+    assert track.status == "ready"
+    assert files["metadata"].pin_state == files["mp3_320"].pin_state == "pinned"

@@ -89,7 +89,7 @@ def test_an_upload_creates_the_artist_track_files_and_ingest_job(
     assert blobs.blob_path(str(source.storage_key)).read_bytes() == song.read_bytes()
     assert (image.mime_type, image.pin_state, image.sha256) == (
         "image/png",
-        "pending",
+        "unpinned",  # as uploaded, with its EXIF: kept, not published (its square stills are)
         hashlib.sha256(cover.read_bytes()).hexdigest(),
     )
     assert blobs.blob_path(str(image.storage_key)).read_bytes() == cover.read_bytes()
@@ -145,6 +145,13 @@ def test_an_isrc_already_used_is_a_conflict(uploader: httpx.Client, audio: Audio
             "unsupported_media_type",
             "cover",
         ),
+        (lambda a: {"audio": a.song("upload.wav"), "cover": a.bomb_png()}, 422, "cover_too_large", "cover"),
+        (
+            lambda a: {"audio": a.song("upload.wav"), "cover": a.broken_exif_jpeg()},
+            422,
+            "cover_exif_invalid",
+            "cover",
+        ),
         (lambda a: {"audio": b""}, 422, "empty_file", "audio"),
         (lambda a: {"audio": b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(2000)}, 422, "undecodable_audio", "audio"),
         (lambda a: {"audio": a.song("long.wav", MAX_DURATION_S + 5, channels=1)}, 422, "audio_too_long", "audio"),
@@ -189,6 +196,8 @@ def test_an_isrc_already_used_is_a_conflict(uploader: httpx.Client, audio: Audio
     ids=[
         "png-renamed-mp3",
         "cover-not-an-image",
+        "cover-decompression-bomb",
+        "cover-broken-exif",
         "empty-file",
         "not-decodable",
         "too-long",

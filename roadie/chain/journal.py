@@ -14,6 +14,11 @@
      can ever include it: only now may a new transaction be built (callers check the chain first);
    - ``failed``: it landed with an error (atomic: nothing moved).
 
+   A new transaction is built only on ``expired``: the same test against the chain's own block height
+   as before, whatever compute budget and priority fee (:mod:`roadie.chain.budget`) the old one carried.
+4. :func:`follow` also reads what each transaction that reached ``confirmed`` paid (``meta.fee``), for
+   the journal row's ``fee_lamports`` (left unknown if the RPC's answer is unreadable).
+
 ``ROADIE_TEST_CRASH_POINT=<point>:<marker file>`` makes the worker SIGKILL its whole process group at
 ``before_send``, ``after_send`` or ``after_confirm`` the first time it gets there (the marker file
 records that it did), so tests can prove redelivery finishes the work exactly once. It is armed only
@@ -29,14 +34,14 @@ import signal
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from solana.rpc.commitment import Finalized
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from models.chain import ChainSend
-from roadie.chain.client import Chain
+from roadie.chain.client import Chain, RpcBadAnswer
 from roadie.chain.sending import LEVELS, checked_size, level
 from roadie.settings import Settings, get_settings
 
@@ -88,6 +93,7 @@ class Verdict:
     level: str | None = None
     slot: int | None = None
     error: str | None = None
+    fee: int | None = None  # lamports paid, once read from the landed transaction's meta
 
     def reached(self, wanted: str) -> bool:
         return self.state == "landed" and LEVELS.index(self.level or "processed") >= LEVELS.index(wanted)
@@ -111,7 +117,14 @@ def journal(purpose: str, tx: VersionedTransaction, last_valid_block_height: int
 
 
 async def check(chain: Chain, sends: Sequence[Pending]) -> list[Verdict]:
-    """What the chain knows about each journaled transaction (see the module docstring)."""
+    """What the chain knows about each journaled transaction (see the module docstring).
+
+    The statuses and the finalized height come from one endpoint (:meth:`Chain.consistently`): one lagging
+    behind another could otherwise make a landed transaction look expired."""
+    return await chain.consistently(lambda view: _verdicts(view, sends))
+
+
+async def _verdicts(chain: Chain, sends: Sequence[Pending]) -> list[Verdict]:
     statuses = await chain.statuses([send.signature for send in sends])
     finalized_height: int | None = None
     verdicts = []
@@ -127,6 +140,23 @@ async def check(chain: Chain, sends: Sequence[Pending]) -> list[Verdict]:
         expired = finalized_height > send.last_valid_block_height
         verdicts.append(Verdict("expired" if expired else "in_flight"))
     return verdicts
+
+
+async def with_fees(chain: Chain, sends: Sequence[Pending], verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """The verdicts, with what each transaction that landed at ``confirmed`` or deeper paid (failed ones pay too).
+
+    The fee is a record, not a step of the send: an unreadable answer leaves it unknown (and is logged)
+    rather than holding up a transaction that landed."""
+    priced = []
+    for send, verdict in zip(sends, verdicts, strict=True):
+        fee = None
+        if verdict.state in ("landed", "failed") and verdict.level in ("confirmed", "finalized"):
+            try:
+                fee = await chain.fee_paid(send.signature)
+            except RpcBadAnswer as exc:
+                log.warning("chain.fee_unreadable", extra={"signature": str(send.signature), "error": str(exc)})
+        priced.append(replace(verdict, fee=fee))
+    return priced
 
 
 async def send_all(chain: Chain, sends: Sequence[Pending]) -> dict[uuid.UUID, str]:
@@ -150,7 +180,7 @@ async def follow(chain: Chain, sends: Sequence[Pending], wanted: str, settings: 
     while True:
         verdicts = await check(chain, sends)
         if all(v.reached(wanted) or v.settled for v in verdicts) or time.monotonic() >= deadline:
-            return verdicts
+            return await with_fees(chain, sends, verdicts)
         if time.monotonic() - last_sent >= RESEND_EVERY_S:
             await send_all(chain, [s for s, v in zip(sends, verdicts, strict=True) if v.state == "in_flight"])
             last_sent = time.monotonic()

@@ -503,7 +503,7 @@ class LocalRpc:
     def __init__(self, chain: LocalChain) -> None:
         self.chain = chain
         self.paused = threading.Event()
-        self.fail_next: list[int] = []  # HTTP statuses for the next requests
+        self.fail_next: list[tuple[int, bytes]] = []  # HTTP statuses and bodies for the next requests
 
     def context(self, commitment: str = "processed") -> rpc.RpcResponseContext:
         return rpc.RpcResponseContext(self.chain.slot_at(commitment), api_version=VERSION)
@@ -878,12 +878,14 @@ class LocalRpc:
 
     @_method("roadie_failNext")
     def roadie_fail_next(self, params: list[Any]) -> Any:
-        """Answer the next ``count`` Solana requests with HTTP ``status`` (429, 503...)."""
+        """Answer the next ``count`` Solana requests with HTTP ``status`` (429, 503...) and ``body`` (by default
+        a JSON object that is no JSON-RPC answer; with status 200, any garbage a broken endpoint might send)."""
         options = _options(params, 0)
-        self.fail_next = [int(options.get("status", 503))] * int(options.get("count", 1))
+        failure = (int(options.get("status", 503)), str(options.get("body", '{"error": "rehearsed failure"}')).encode())
+        self.fail_next = [failure] * int(options.get("count", 1))
         return {"failing": len(self.fail_next)}
 
-    def take_failure(self, method: str) -> int | None:
+    def take_failure(self, method: str) -> tuple[int, bytes] | None:
         with self.chain.lock:
             if self.fail_next and not method.startswith("roadie_"):
                 return self.fail_next.pop()
@@ -929,7 +931,7 @@ class _Handler(BaseHTTPRequestHandler):
         first = calls[0].get("method", "") if calls and isinstance(calls[0], dict) else ""
         failure = self.server.api.take_failure(str(first))
         if failure is not None:
-            self._reply(failure, b'{"error": "rehearsed failure"}')
+            self._reply(*failure)
             return
         answers = [self._answer(call) for call in calls]
         self._reply(200, json.dumps(answers if isinstance(request, list) else answers[0]).encode())
@@ -1202,8 +1204,8 @@ def rpc_answers(url: str) -> bool:
 
 def embedded_chain_wanted(settings: Settings) -> bool:
     """``roadie up``/``demo`` start the local chain when the RPC URL is the default one and nothing answers it."""
-    default = Settings.model_fields["solana_rpc_url"].default
-    return bool(settings.solana_rpc_url == default and not rpc_answers(settings.solana_rpc_url))
+    default = Settings.model_fields["solana_rpc_urls"].default
+    return bool(settings.solana_rpc_urls == default and not rpc_answers(settings.solana_rpc_url))
 
 
 def start_embedded_chain(settings: Settings, env: dict[str, str], timeout_s: float = 60) -> ProcessGroup:

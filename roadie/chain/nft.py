@@ -1,6 +1,7 @@
 """Minting a track's NFT with Token-2022, exactly once.
 
-One transaction, signed by the platform (payer, authorities) and the mint: create the mint account,
+One transaction, signed by the platform (payer, authorities) and the mint: its compute budget and priority
+fee (:mod:`roadie.chain.budget`), create the mint account,
 MetadataPointer (to itself), InitializeMint2 (0 decimals), TokenMetadata (name, symbol, ``ipfs://``
 + the metadata CID) with the fields artist, isrc and track_id, the owner's associated token account,
 MintTo 1, then the mint authority removed (the supply is fixed at one).
@@ -41,10 +42,11 @@ from models.chain import ChainSend
 from models.music import Nft, Track, TrackFile, User, UserWallet, Wallet
 from roadie.chain import journal
 from roadie.chain.addresses import SolanaWallet, utf8_at_most, why_not_a_wallet
+from roadie.chain.budget import SimulationFailed, sign_budgeted
 from roadie.chain.client import Chain
 from roadie.chain.journal import Pending, Verdict, crash_point
 from roadie.chain.keys import PlatformKeypair
-from roadie.chain.sending import sign
+from roadie.chain.metrics import observe_fee
 from roadie.chain.token import (
     MAX_FIELD_VALUE_BYTES,
     MAX_NAME_BYTES,
@@ -260,6 +262,8 @@ def _record(nft: Nft, send: ChainSend | None, verdict: Verdict, signature: str |
         return
     if send is not None:
         send.status, send.slot = verdict.level, verdict.slot
+        if verdict.fee is not None:
+            send.fee_lamports = verdict.fee
     nft.status, nft.slot = verdict.level, verdict.slot
     nft.signature = signature or (send.signature if send else nft.signature)
 
@@ -276,7 +280,9 @@ def _result(nft: Nft) -> dict[str, Any]:
     }
 
 
-async def _decide(chain: Chain, order: MintOrder, seen: Seen, platform: PlatformKeypair) -> tuple[Pending | None, str]:
+async def _decide(
+    chain: Chain, order: MintOrder, seen: Seen, platform: PlatformKeypair, settings: Settings
+) -> tuple[Pending | None, str]:
     """Asks the chain with no database transaction open. Returns the transaction to follow and what to do
     with it first: ``send`` a newly journaled one, ``resend`` one in flight, or just ``follow`` one that
     landed; or None and ``adopted`` (the mint exists: finished) or ``again`` (another worker moved the row
@@ -296,9 +302,30 @@ async def _decide(chain: Chain, order: MintOrder, seen: Seen, platform: Platform
     _, funded = mint_account_space(order.metadata)
     lamports = await chain.rent_exempt_minimum(funded)
     instructions = mint_instructions(platform.pubkey, order.owner, order.metadata, lamports)
-    tx = sign(instructions, platform.pubkey, [platform.signer, mint_keypair(platform, order.track_id)], blockhash)
+    signers = [platform.signer, mint_keypair(platform, order.track_id)]
+    try:
+        tx = await sign_budgeted(chain, instructions, signers, blockhash, settings)
+    except SimulationFailed:
+        # Another worker's transaction may have made the mint since the row was read: adopt or follow it.
+        existing = await _existing_mint(chain, order.metadata.mint)
+        if existing is not None:
+            return None, "adopted" if _adopt(seen, settled, *existing) else "again"
+        if not _fail(seen, settled):
+            return None, "again"
+        raise
     pending = _journal(seen, settled, tx, last_valid)
     return (pending, "send") if pending is not None else (None, "again")
+
+
+def _fail(seen: Seen, settled: Verdict | None) -> bool:
+    """Mark the NFT failed (nothing was journaled for it), if no other worker moved the row on meanwhile."""
+    with transaction() as session:
+        nft = _if_unchanged(session, seen)
+        if nft is None:
+            return False
+        _settle_live(session, seen, settled)
+        nft.status = "failed"
+        return True
 
 
 def _journal(seen: Seen, settled: Verdict | None, tx: VersionedTransaction, last_valid: int) -> Pending | None:
@@ -343,7 +370,7 @@ async def _existing_mint(chain: Chain, mint: Pubkey) -> tuple[Verdict, str] | No
     return Verdict("landed", level, first.slot), str(first.signature)
 
 
-def _adopt(seen: Seen, settled: Verdict, verdict: Verdict, signature: str) -> bool:
+def _adopt(seen: Seen, settled: Verdict | None, verdict: Verdict, signature: str) -> bool:
     """Record the transaction that made the mint, if no other worker moved the row on meanwhile."""
     with transaction() as session:
         nft = _if_unchanged(session, seen)
@@ -363,7 +390,7 @@ async def mint_nft(chain: Chain, payload: MintPayload, platform: PlatformKeypair
         order, seen = _read(payload, platform, settings)
         if seen.finished:
             return seen.result
-        pending, action = await _decide(chain, order, seen, platform)
+        pending, action = await _decide(chain, order, seen, platform, settings)
         if pending is None:
             if action == "adopted":
                 return _read(payload, platform, settings)[1].result
@@ -397,11 +424,18 @@ def _locked(session: Session, nft_id: uuid.UUID, send_id: uuid.UUID) -> tuple[Nf
 
 
 def _store(nft_id: uuid.UUID, pending: Pending, verdict: Verdict) -> dict[str, Any]:
+    fee: int | None = None
     with transaction() as session:
         nft, send = _locked(session, nft_id, pending.id)
         if send.status != "finalized":  # a concurrent duplicate may have recorded it already
             _record(nft, send, verdict)
-        return _result(nft)
+            if nft.status == "finalized":
+                session.flush()
+                fee = session.scalar(select(func.sum(ChainSend.fee_lamports)).where(ChainSend.nft_id == nft.id))
+        result = _result(nft)
+    if fee is not None:
+        observe_fee("nft_mint", int(fee))
+    return result
 
 
 async def _refused(chain: Chain, nft_id: uuid.UUID, mint: Pubkey, pending: Pending, reason: str) -> None:

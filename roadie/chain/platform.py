@@ -1,4 +1,5 @@
-"""The platform's accounts on chain: its keypair, the reward mint and the treasury that pays from it.
+"""The platform's accounts on chain: its keypair, the reward mint, the treasury that pays from it, the staking
+vault deposits go to and the marketplace escrow.
 
 The treasury is the platform keypair's associated token account of the reward mint. With no
 ``ROADIE_REWARD_MINT`` configured, the reward mint is derived from the platform keypair, so a fresh
@@ -27,6 +28,8 @@ from roadie.chain.token import MINT_SIZE, create_mint_account, initialize_mint2
 from roadie.settings import Settings, get_settings
 
 REWARD_MINT_PURPOSE = "roadie/reward-mint"
+STAKING_VAULT_PURPOSE = "roadie/staking-vault"
+ESCROW_PURPOSE = "roadie/escrow"
 LAMPORTS_PER_SOL = 1_000_000_000
 
 
@@ -51,6 +54,28 @@ def treasury(settings: Settings | None = None, token_program: Pubkey = TOKEN_PRO
     """The token account payouts are paid from."""
     settings = settings or get_settings()
     return get_associated_token_address(platform_keypair(settings).pubkey, reward_mint(settings), token_program)
+
+
+def staking_vault_wallet(settings: Settings | None = None) -> Pubkey:
+    """The owner of the staking vault (deposits go to its token account of the reward mint)."""
+    settings = settings or get_settings()
+    if settings.staking_vault_wallet:
+        return Pubkey.from_string(settings.staking_vault_wallet)
+    return platform_keypair(settings).derive(STAKING_VAULT_PURPOSE).pubkey()
+
+
+def staking_vault(settings: Settings | None = None, token_program: Pubkey = TOKEN_PROGRAM_ID) -> Pubkey:
+    """The token account stake deposits are paid into."""
+    settings = settings or get_settings()
+    return get_associated_token_address(staking_vault_wallet(settings), reward_mint(settings), token_program)
+
+
+def escrow_wallet(settings: Settings | None = None) -> Pubkey:
+    """The marketplace escrow that holds listed NFTs and hands them to their buyers."""
+    settings = settings or get_settings()
+    if settings.escrow_wallet:
+        return Pubkey.from_string(settings.escrow_wallet)
+    return platform_keypair(settings).derive(ESCROW_PURPOSE).pubkey()
 
 
 @dataclass(frozen=True)

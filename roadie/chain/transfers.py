@@ -3,7 +3,8 @@
 :func:`create_batch` records a batch (unique key), its transfers and the ``chain.transfer_batch`` job
 inside the caller's transaction. The job packs ``transfer_checked`` instructions (with an idempotent
 ``create_associated_token_account`` for recipients without a token account) into transactions under
-1,232 bytes, each starting with a memo ``roadie:payout:<batch id>``, and sends them through the
+1,232 bytes, each starting with its compute budget and priority fee (:mod:`roadie.chain.budget`) and a memo
+``roadie:payout:<batch id>``, and sends them through the
 send-once journal (:mod:`roadie.chain.journal`). A transfer is ``pending`` until its transaction is
 journaled (``submitted``), then ``confirmed`` and ``finalized``; the ledger counts it paid only then.
 
@@ -40,9 +41,12 @@ from sqlalchemy.orm import Session
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
 from roadie.chain import journal
 from roadie.chain.addresses import SolanaWallet, TokenUnits
+from roadie.chain.budget import BUDGET_INSTRUCTIONS, SimulationFailed, sign_budgeted, with_budget
 from roadie.chain.client import Chain
+from roadie.chain.fees import MAX_COMPUTE_UNITS
 from roadie.chain.journal import Pending, Verdict, crash_point
 from roadie.chain.keys import PlatformKeypair
+from roadie.chain.metrics import observe_fee
 from roadie.chain.platform import reward_mint
 from roadie.chain.sending import MAX_TRANSACTION_BYTES, sign
 from roadie.db import transaction
@@ -107,8 +111,15 @@ def create_batch(
 
 @dataclass(frozen=True)
 class Packed:
-    """One transaction of a batch and the transfers in it (with the index of each transfer_checked)."""
+    """The instructions of one transaction of a batch (its compute budget to come first) and the transfers in
+    it, with the index of each one's transfer_checked in the budgeted transaction."""
 
+    instructions: list[Instruction]
+    transfers: list[tuple[PayoutTransfer, int]]
+
+
+@dataclass(frozen=True)
+class Signed:
     tx: VersionedTransaction
     transfers: list[tuple[PayoutTransfer, int]]
 
@@ -127,7 +138,8 @@ def pack(
     platform: PlatformKeypair,
     blockhash: Any,
 ) -> list[Packed]:
-    """Greedy packing under 1,232 bytes; ``transfers`` pairs each with whether its recipient lacks a token account."""
+    """Greedy packing under 1,232 bytes, compute budget included; ``transfers`` pairs each with whether its
+    recipient lacks a token account."""
     payer = platform.pubkey
     source = get_associated_token_address(payer, token.mint, token.program)
     memo = create_memo(MemoParams(MEMO_PROGRAM_ID, payer, memo_text(batch_id).encode()))
@@ -135,8 +147,9 @@ def pack(
     instructions: list[Instruction] = [memo]
     members: list[tuple[PayoutTransfer, int]] = []
 
-    def signed(candidate: list[Instruction]) -> VersionedTransaction:
-        return sign(candidate, payer, [platform.signer], blockhash)
+    def size(candidate: list[Instruction]) -> int:
+        """The budget's size does not depend on its values: the largest stand in for the ones to come."""
+        return len(bytes(sign(with_budget(candidate, MAX_COMPUTE_UNITS, 0), payer, [platform.signer], blockhash)))
 
     for transfer, needs_account in transfers:
         owner = Pubkey.from_string(transfer.recipient_wallet)
@@ -153,13 +166,13 @@ def pack(
                 )
             )
         )
-        if members and len(bytes(signed(instructions + step))) > MAX_TRANSACTION_BYTES:
-            packed.append(Packed(signed(instructions), members))
+        if members and size(instructions + step) > MAX_TRANSACTION_BYTES:
+            packed.append(Packed(instructions, members))
             instructions, members = [memo], []
         instructions = instructions + step
-        members.append((transfer, len(instructions) - 1))
+        members.append((transfer, BUDGET_INSTRUCTIONS + len(instructions) - 1))
     if members:
-        packed.append(Packed(signed(instructions), members))
+        packed.append(Packed(instructions, members))
     return packed
 
 
@@ -178,6 +191,8 @@ async def _treasury_balance(chain: Chain, token: Token, platform: PlatformKeypai
 def _record(session: Session, send: ChainSend, verdict: Verdict) -> None:
     """Apply one transaction's verdict to it and its transfers."""
     transfers = session.scalars(select(PayoutTransfer).where(PayoutTransfer.send_id == send.id)).all()
+    if verdict.fee is not None:
+        send.fee_lamports = verdict.fee
     if verdict.state == "landed" and verdict.level in ("confirmed", "finalized"):
         send.status, send.slot = verdict.level, verdict.slot
         for transfer in transfers:
@@ -281,7 +296,7 @@ def _reconcile(batch_id: uuid.UUID, live: Sequence[Pending], verdicts: Sequence[
 
 
 async def _build(
-    chain: Chain, batch_id: uuid.UUID, seen: Reconciled, platform: PlatformKeypair
+    chain: Chain, batch_id: uuid.UUID, seen: Reconciled, platform: PlatformKeypair, settings: Settings
 ) -> list[Pending] | None:
     """With no transaction open: ask the chain what the transfers still to pay need, and sign them; then journal
     them. None: a concurrent run moved the batch on meanwhile (nothing was journaled)."""
@@ -305,7 +320,19 @@ async def _build(
     packed = pack(
         batch_id, [(t, a is None) for t, a in zip(seen.todo, accounts, strict=True)], token, platform, blockhash
     )
-    return _journal(batch_id, seen.version, packed, last_valid)
+    try:
+        signed = [
+            Signed(await sign_budgeted(chain, one.instructions, [platform.signer], blockhash, settings), one.transfers)
+            for one in packed
+        ]
+    except SimulationFailed as failure:
+        with transaction() as session:
+            batch = _if_unchanged(session, batch_id, seen.version)
+            refused = None if batch is None else _fail(batch, failure.code, str(failure))
+        if refused is None:
+            return None
+        raise refused from None
+    return _journal(batch_id, seen.version, signed, last_valid)
 
 
 def _if_unchanged(session: Session, batch_id: uuid.UUID, version: Version) -> PayoutBatch | None:
@@ -314,7 +341,7 @@ def _if_unchanged(session: Session, batch_id: uuid.UUID, version: Version) -> Pa
     return batch if _version(session, batch) == version else None
 
 
-def _journal(batch_id: uuid.UUID, version: Version, packed: Sequence[Packed], last_valid: int) -> list[Pending] | None:
+def _journal(batch_id: uuid.UUID, version: Version, packed: Sequence[Signed], last_valid: int) -> list[Pending] | None:
     """Commit the signed transactions before they are sent, if no concurrent run moved the batch on meanwhile."""
     with transaction() as session:
         batch = _if_unchanged(session, batch_id, version)
@@ -351,7 +378,7 @@ async def pay_batch(chain: Chain, batch_id: uuid.UUID, platform: PlatformKeypair
         seen = _reconcile(batch_id, live, await journal.check(chain, live))
         new: list[Pending] = []
         if seen.todo:
-            journaled = await _build(chain, batch_id, seen, platform)
+            journaled = await _build(chain, batch_id, seen, platform, settings)
             if journaled is None:
                 continue  # a concurrent run journaled first: look again
             new = journaled
@@ -378,8 +405,10 @@ async def pay_batch(chain: Chain, batch_id: uuid.UUID, platform: PlatformKeypair
 
 
 def _store(batch_id: uuid.UUID, sends: Sequence[Pending], verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    fee: int | None = None
     with transaction() as session:
         batch = session.get_one(PayoutBatch, batch_id, with_for_update=True)
+        was = batch.status
         for pending, verdict in zip(sends, verdicts, strict=True):
             send = session.get_one(ChainSend, pending.id)
             if send.status in ("pending", "confirmed"):  # a concurrent run may have settled it
@@ -390,7 +419,12 @@ def _store(batch_id: uuid.UUID, sends: Sequence[Pending], verdicts: Sequence[Ver
         if any(v.state == "failed" for v in verdicts):
             error = next(v.error for v in verdicts if v.state == "failed")
             _fail(batch, "transfer_failed", f"a payout transaction failed on chain: {error}")
-        return _result(batch, transfers)
+        if batch.status == "finalized" and was != "finalized":
+            fee = session.scalar(select(func.sum(ChainSend.fee_lamports)).where(ChainSend.batch_id == batch.id))
+        result = _result(batch, transfers)
+    if fee is not None:
+        observe_fee("payout", int(fee))
+    return result
 
 
 def _refused(batch_id: uuid.UUID, refused: dict[uuid.UUID, str]) -> PermanentError:

@@ -8,6 +8,9 @@ A transaction yields events keyed by the index of its top-level instruction:
   same transaction when it can be);
 - ``token_transfer``: a ``transfer_checked`` out of the treasury token account (a payout), with the transaction's
   memo;
+- ``stake_deposit``: a ``transfer_checked`` into the staking vault, with the transaction's memo (the terms);
+- ``payment``: any other ``transfer_checked`` in a transaction the marketplace escrow signs a transfer in (the
+  buyer paying the seller for the NFT the escrow hands over);
 - ``memo``: a Memo program instruction, its UTF-8 text.
 
 The decoder is strict about the instructions it interprets: an instruction of a shape it does not know raises
@@ -46,7 +49,7 @@ _TRANSFER_CHECKED_LENGTH = 1 + 8 + 1
 # Associated Token Account program: empty data or 0 = Create, 1 = CreateIdempotent (2 = RecoverNested: no owner).
 _ATA_CREATES = (b"", b"\x00", b"\x01")
 
-EventKind = Literal["nft_mint", "nft_transfer", "token_transfer", "memo"]
+EventKind = Literal["nft_mint", "nft_transfer", "token_transfer", "stake_deposit", "payment", "memo"]
 
 
 class DecodeError(ValueError):
@@ -55,10 +58,13 @@ class DecodeError(ValueError):
 
 @dataclass(frozen=True)
 class Watch:
-    """What "ours" means: the platform's mint authority, the treasury token account(s) and the mints of our NFTs."""
+    """What "ours" means: the platform's mint authority, the treasury and staking vault token accounts, the
+    escrow wallet and the mints of our NFTs."""
 
     mint_authority: Pubkey
     treasury: Container[Pubkey]
+    staking_vault: Container[Pubkey] = frozenset()
+    escrow: Container[Pubkey] = frozenset()
     nft_mints: Container[str] = frozenset()
 
 
@@ -161,6 +167,17 @@ def token_account_owners(
     return owners
 
 
+def _signs_a_transfer(ixs: Sequence[Instruction], signers: Container[Pubkey]) -> bool:
+    """Whether one of ``signers`` is the authority of a ``transfer_checked`` (its fourth account) here."""
+    return any(
+        ix.program_id in TOKEN_PROGRAMS
+        and bytes(ix.data)[:1] == bytes([TRANSFER_CHECKED])
+        and len(ix.accounts) >= 4
+        and ix.accounts[3].pubkey in signers
+        for ix in ixs
+    )
+
+
 def transfer_mints(tx: VersionedTransaction) -> set[str]:
     """Mints named by the transaction's ``transfer_checked`` instructions: the candidates for "our NFT"."""
     keys = tx.message.account_keys
@@ -199,19 +216,30 @@ def _initialized_mint(index: int, ix: Instruction) -> tuple[str, int, Pubkey]:
 
 
 def _transfer(
-    index: int, ix: Instruction, watch: Watch, new_nft_mints: set[str], owners: dict[str, str], memo: str | None
+    index: int,
+    ix: Instruction,
+    watch: Watch,
+    new_nft_mints: set[str],
+    owners: dict[str, str],
+    memo: str | None,
+    escrowed: bool,
 ) -> Event | None:
-    """A payout from the treasury, a transfer of one of our NFTs, or None for someone else's transfer.
+    """A payout from the treasury, a stake deposit, a transfer of one of our NFTs, a payment in an escrow
+    settlement (``escrowed``), or None for someone else's transfer.
 
     Whose it is comes from the accounts; only then must the data have the exact layout.
     """
     _require(len(ix.accounts) >= 4, f"instruction {index}: TransferChecked with {len(ix.accounts)} accounts")
-    source, mint = ix.accounts[0].pubkey, str(ix.accounts[1].pubkey)
+    source, mint, destination = ix.accounts[0].pubkey, str(ix.accounts[1].pubkey), ix.accounts[2].pubkey
     kind: EventKind
     if source in watch.treasury:
         kind = "token_transfer"
+    elif destination in watch.staking_vault:
+        kind = "stake_deposit"
     elif ix.program_id == TOKEN_2022_PROGRAM_ID and (mint in watch.nft_mints or mint in new_nft_mints):
         kind, memo = "nft_transfer", None
+    elif escrowed:
+        kind, memo = "payment", None
     else:
         return None
     _require(len(ix.data) == _TRANSFER_CHECKED_LENGTH, f"instruction {index}: TransferChecked of {len(ix.data)} bytes")
@@ -221,10 +249,9 @@ def _transfer(
             (transfer.amount, transfer.decimals) == (1, 0),
             f"instruction {index}: transfer of {transfer.amount} units (decimals {transfer.decimals}) of an NFT",
         )
-    destination = str(transfer.dest)
     return Event(
-        index, kind, str(ix.program_id), mint=mint, source=str(source), destination=destination,
-        authority=str(transfer.owner), owner=owners.get(destination), amount=transfer.amount, memo=memo,
+        index, kind, str(ix.program_id), mint=mint, source=str(source), destination=str(destination),
+        authority=str(transfer.owner), owner=owners.get(str(destination)), amount=transfer.amount, memo=memo,
     )  # fmt: skip
 
 
@@ -268,6 +295,7 @@ def decode(
     owners = token_account_owners(ixs, meta, keys)
     memos = [_memo(index, ix) for index, ix in enumerate(ixs) if ix.program_id in MEMO_PROGRAMS]
     memo_text = memos[0].memo if memos else None
+    escrowed = _signs_a_transfer(ixs, watch.escrow)
     new_nft_mints: set[str] = set()
     events: list[Event] = list(memos)
     for index, ix in enumerate(ixs):
@@ -280,7 +308,7 @@ def decode(
         elif ix.data[0] == MINT_TO:
             event = _nft_mint(index, ix, watch, new_nft_mints, owners)
         elif ix.data[0] == TRANSFER_CHECKED:
-            event = _transfer(index, ix, watch, new_nft_mints, owners, memo_text)
+            event = _transfer(index, ix, watch, new_nft_mints, owners, memo_text, escrowed)
         if event is not None:
             events.append(event)
     events.sort(key=lambda event: event.instruction_index)

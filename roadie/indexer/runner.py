@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 
 from models.music import Nft
 from roadie.chain.client import Chain, RpcUnavailable, connect
-from roadie.chain.platform import platform_keypair, treasury
+from roadie.chain.platform import escrow_wallet, platform_keypair, staking_vault, treasury
 from roadie.chain.token import ACCOUNT_SIZE
 from roadie.db import advisory_lock_key, autocommit, transaction
 from roadie.indexer import store
@@ -109,16 +109,26 @@ def exclusive(name: str) -> Iterator[bool]:
 
 
 def watch(settings: Settings) -> Watch:
-    """The platform keypair is the mint authority; payouts leave its token account of the reward mint (under
-    whichever token program owns that mint)."""
+    """The platform keypair is the mint authority; payouts leave its token account of the reward mint and stakes
+    go into the staking vault's (under whichever token program owns that mint); the escrow settles sales."""
     return Watch(
-        platform_keypair(settings).pubkey, frozenset(treasury(settings, program) for program in TOKEN_PROGRAMS)
+        platform_keypair(settings).pubkey,
+        frozenset(treasury(settings, program) for program in TOKEN_PROGRAMS),
+        frozenset(staking_vault(settings, program) for program in TOKEN_PROGRAMS),
+        frozenset([escrow_wallet(settings)]),
     )
 
 
 def watched_addresses(settings: Settings) -> list[str]:
-    """The platform (mint authority and treasury owner), configured programs/addresses, and our NFTs' mints."""
-    addresses = [str(platform_keypair(settings).pubkey), *settings.indexer_watch_addresses]
+    """The platform (mint authority and treasury owner), the staking vault's token accounts, the escrow,
+    configured programs/addresses, and our NFTs' mints."""
+    vaults = [str(staking_vault(settings, program)) for program in sorted(TOKEN_PROGRAMS, key=str)]
+    addresses = [
+        str(platform_keypair(settings).pubkey),
+        *vaults,
+        str(escrow_wallet(settings)),
+        *settings.indexer_watch_addresses,
+    ]
     if settings.indexer_watch_nft_mints:
         with transaction() as session:
             mints = session.scalars(
@@ -133,7 +143,7 @@ async def chain_slot(chain: Chain, commitment: Any) -> int:
 
 
 class Indexer:
-    """The passes, over one RPC connection, with the settings in force."""
+    """The passes, each over one RPC endpoint (:meth:`Chain.consistent`), with the settings in force."""
 
     def __init__(self, chain: Chain, settings: Settings) -> None:
         self.chain, self.settings = chain, settings
@@ -143,6 +153,7 @@ class Indexer:
     # --- the tick --------------------------------------------------------------------------------
 
     async def tick(self) -> Report:
+        self.chain = self.chain.consistent()  # one endpoint per tick: the cursor, the lists and the reads agree
         report = Report()
         addresses = watched_addresses(self.settings)
         finalized_slot = await chain_slot(self.chain, Finalized)
@@ -198,7 +209,7 @@ class Indexer:
                     upcoming = asyncio.create_task(self.prepare(batches[number + 1], finalized_slot))
                 last = number + 1 == len(batches)
                 inserted = await asyncio.to_thread(
-                    self.commit, address, batch, reads, finalized_slot, head if last else None
+                    self.commit, address, batch, reads, finalized_slot, head if last else None, self.settings
                 )
                 report.read += len(inserted)
                 report.poison += sum(1 for read in reads if read.error is not None and read.signature in inserted)
@@ -220,11 +231,12 @@ class Indexer:
         reads: Sequence[store.Read],
         finalized_slot: int,
         head: int | None,
+        settings: Settings,
     ) -> list[str]:
         """One database transaction: the batch's rows, events and effects, and the cursor past its finalized part."""
         final = [info for info in batch if info.slot <= finalized_slot]
         with transaction() as session:
-            inserted = store.record(session, reads, finalized_slot)
+            inserted = store.record(session, reads, finalized_slot, settings)
             store.advance(
                 session, address,
                 signature=str(final[-1].signature) if final else None, slot=final[-1].slot if final else None,
@@ -332,7 +344,7 @@ class Indexer:
                 rooted.append(signature)
         with transaction() as session:
             report.forked += store.remove(session, gone)
-            report.finalized += len(store.finalize(session, rooted))
+            report.finalized += len(store.finalize(session, rooted, self.settings))
 
     async def lag(self, addresses: Sequence[str]) -> int | None:
         """Chain slot (confirmed) minus the slot every watched address is read up to."""
@@ -352,6 +364,7 @@ class Indexer:
             return await self._backfill(start_slot, end_slot, progress)
 
     async def _backfill(self, start_slot: int, end_slot: int, progress: Any) -> Report:
+        self.chain = self.chain.consistent()  # one endpoint: a lagging one would call finalized slots unavailable
         report = Report()
         addresses = {Pubkey.from_string(address) for address in watched_addresses(self.settings)}
         report.addresses = len(addresses)
@@ -370,7 +383,7 @@ class Indexer:
             reads = await self.decode_all(parsed)
             reads.sort(key=lambda read: read.slot)  # stable: block order within a slot
             with transaction() as session:
-                inserted = store.record(session, reads, finalized_slot)
+                inserted = store.record(session, reads, finalized_slot, self.settings)
             report.read += len(inserted)
             report.poison += sum(1 for read in reads if read.error is not None and read.signature in inserted)
             if progress is not None:
@@ -428,7 +441,7 @@ async def status(settings: Settings | None = None) -> dict[str, Any]:
         async with connect(settings.model_copy(update={"solana_rpc_attempts": 1})) as chain:
             chain_head, finalized_slot = await chain_slot(chain, Confirmed), await chain_slot(chain, Finalized)
     except RpcUnavailable as exc:
-        chain_error = f"unreachable at {settings.solana_rpc_url}: {exc}"
+        chain_error = f"unreachable ({len(settings.solana_rpc_urls)} RPC endpoint(s)): {exc}"
     with transaction() as session:
         overview = store.overview(session, addresses)
     indexed = overview["indexed_slot"]

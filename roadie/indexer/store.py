@@ -10,6 +10,11 @@ Effects are applied exactly once because they ride on a row's state change, whic
   (``token_transfer`` under a ``roadie:payout:<batch id>`` memo) is marked ``finalized`` only then, and
   only if it is the batch's transfer at that (signature, instruction index), of that amount and mint, to
   the recipient's token account; its batch is finalized when all its transfers are.
+- A stake deposit (a transfer into the staking vault) and an escrow sale are kept at ``confirmed`` as ``pending``
+  facts (a deposit whose memo does not parse is ``refused`` at once); once finalized, the deposit opens its
+  staking position and the sale is recorded, each in a savepoint: what the ledger refuses (an unknown wallet, a
+  rate above the maximum) marks the fact ``refused`` with the reason and the indexer goes on. A fork deletes a
+  pending fact with its transaction, before it was ever money.
 """
 
 from __future__ import annotations
@@ -19,19 +24,27 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from solders.pubkey import Pubkey
 from spl.token.instructions import get_associated_token_address
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.chain import ChainSend, PayoutBatch, PayoutTransfer
-from models.indexer import ChainEvent, IndexedTransaction, IndexerCursor
+from models.indexer import ChainEvent, IndexedDeposit, IndexedSale, IndexedTransaction, IndexerCursor
 from models.music import Nft
+from roadie.chain.platform import escrow_wallet, reward_mint
 from roadie.chain.transfers import MEMO_PREFIX
 from roadie.indexer.decode import DecodedTransaction, Event
+from roadie.indexer.facts import FactError, settlement, stake_terms
+from roadie.jobs.errors import PermanentError
+from roadie.ledger.books import refusal
+from roadie.ledger.royalties import SaleInput, record_sale, seller_fee_basis_points
+from roadie.ledger.staking import open_position, staker
+from roadie.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +64,7 @@ def _block_time(seconds: int | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
-def record(session: Session, reads: Sequence[Read], finalized_slot: int) -> list[str]:
+def record(session: Session, reads: Sequence[Read], finalized_slot: int, settings: Settings) -> list[str]:
     """Insert the transactions (oldest first) and their events, applying their effects; returns the new ones.
 
     One INSERT for the transactions tells which are new; only those get events and effects, in chain order.
@@ -92,9 +105,14 @@ def record(session: Session, reads: Sequence[Read], finalized_slot: int) -> list
             elif event.kind == "token_transfer" and read.slot <= finalized_slot:
                 payouts.append((row, read.slot))
             session.add(row)
+        if read.decoded:
+            _keep_facts(session, read.decoded, settings)
     session.flush()
     for payout, slot in payouts:
         _payout_finalized(session, payout, slot)
+    _book(
+        session, [read.signature for read in reads if read.signature in new and read.slot <= finalized_slot], settings
+    )
     return inserted
 
 
@@ -112,6 +130,120 @@ def _event_row(signature: str, event: Event) -> ChainEvent:
         amount=event.amount,
         memo=event.memo,
     )
+
+
+def _keep_facts(session: Session, decoded: DecodedTransaction, settings: Settings) -> None:
+    """The transaction's stake deposits and escrow sale, pending (or refused, with the reason)."""
+    for event in decoded.events:
+        if event.kind != "stake_deposit":
+            continue
+        deposit = IndexedDeposit(
+            signature=decoded.signature, instruction_index=event.instruction_index, wallet=event.authority,
+            mint=event.mint, amount=event.amount, memo=event.memo, status="pending",
+        )  # fmt: skip
+        try:
+            terms = stake_terms(event.memo)
+            deposit.rate_bps, deposit.rate_kind, deposit.lock_seconds = (
+                terms.rate_bps,
+                terms.rate_kind,
+                terms.lock_seconds,
+            )
+        except FactError as exc:
+            _refuse(deposit, exc.code, exc.message)
+        session.add(deposit)
+    if not any(event.kind == "nft_transfer" for event in decoded.events):
+        return  # no sale, and no need to derive the escrow's address
+    sold = settlement(decoded.events, {escrow_wallet(settings)})
+    if sold is None:
+        return
+    sale = IndexedSale(
+        signature=decoded.signature, nft_mint=sold.nft_mint, buyer=sold.buyer, seller=sold.seller,
+        payment_mint=sold.payment_mint, price=sold.price, status="pending",
+    )  # fmt: skip
+    if sold.refusal is not None:
+        _refuse(sale, sold.refusal.code, sold.refusal.message)
+    elif sold.payment_mint != str(reward_mint(settings)):
+        _refuse(sale, "wrong_payment_mint", f"paid in {sold.payment_mint}, not the reward mint {reward_mint(settings)}")
+    session.add(sale)
+
+
+Fact = TypeVar("Fact", IndexedDeposit, IndexedSale)
+
+
+def _refuse(fact: IndexedDeposit | IndexedSale, code: str, message: str) -> None:
+    """Keep the fact, marked with why the ledger cannot take it, for an admin (and say so in the log)."""
+    fact.status, fact.error_code, fact.error_message = "refused", code, message
+    log.warning(
+        "indexer.fact_refused",
+        extra={"signature": fact.signature, "fact": type(fact).__name__, "code": code, "error": message},
+    )
+
+
+def _book(session: Session, signatures: Sequence[str], settings: Settings) -> None:
+    """Open the positions and record the sales of these (just finalized) transactions' pending facts, once each.
+
+    Each in a savepoint: a refusal by the ledger undoes that fact's writes only and is kept on its row, and the
+    indexer goes on.
+    """
+    if not signatures:
+        return
+    times = dict(
+        session.execute(
+            select(IndexedTransaction.signature, IndexedTransaction.block_time).where(
+                IndexedTransaction.signature.in_(signatures)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    now = dt.datetime.now(dt.UTC)
+    facts: list[IndexedDeposit | IndexedSale] = [
+        *_pending(session, IndexedDeposit, signatures),
+        *_pending(session, IndexedSale, signatures),
+    ]
+    for fact in facts:
+        at = times[fact.signature] or now
+        try:
+            with session.begin_nested():
+                if isinstance(fact, IndexedDeposit):
+                    _open(session, fact, at, settings)
+                else:
+                    _record(session, fact, at, now)
+                fact.status = "booked"
+        except PermanentError as exc:
+            _refuse(fact, exc.code, exc.message)
+        except IntegrityError as exc:
+            refused = refusal(exc)
+            _refuse(fact, refused.code, refused.message)
+    session.flush()
+
+
+def _pending(session: Session, table: type[Fact], signatures: Sequence[str]) -> Sequence[Fact]:
+    return session.scalars(
+        select(table)
+        .where(table.signature.in_(signatures), table.status == "pending")
+        .order_by(*inspect(table).primary_key)
+        .with_for_update()
+    ).all()
+
+
+def _open(session: Session, deposit: IndexedDeposit, at: dt.datetime, settings: Settings) -> None:
+    """Open the staking position of a pending deposit (a pending deposit's memo named its terms)."""
+    assert deposit.rate_bps is not None
+    assert deposit.rate_kind is not None
+    assert deposit.lock_seconds is not None
+    deposit.position_id = open_position(
+        session, staker(session, deposit.wallet), deposit.mint, deposit.amount, deposit.rate_bps, deposit.rate_kind,
+        deposit.lock_seconds, at, settings,
+    ).id  # fmt: skip
+
+
+def _record(session: Session, pending: IndexedSale, sold_at: dt.datetime, now: dt.datetime) -> None:
+    """Record the sale of a pending settlement: its NFT's royalty to the NFT's creator."""
+    assert pending.price is not None
+    nft = session.scalars(select(Nft).where(Nft.mint_address == pending.nft_mint)).one()
+    sale = SaleInput(pending.signature, nft.id, pending.price, seller_fee_basis_points(session, nft), sold_at)
+    pending.sale_id = record_sale(session, sale, "indexer", now)[0].id
 
 
 def _take_ownership(session: Session, event: Event) -> str | None:
@@ -180,7 +312,7 @@ def _token_account(wallet: str, mint: str, program: str) -> str:
     )
 
 
-def finalize(session: Session, signatures: Sequence[str]) -> list[str]:
+def finalize(session: Session, signatures: Sequence[str], settings: Settings) -> list[str]:
     """Mark rows finalized (once) and apply their finalized effects; returns the rows that changed."""
     if not signatures:
         return []
@@ -200,6 +332,7 @@ def finalize(session: Session, signatures: Sequence[str]) -> list[str]:
     ).all()
     for event in payouts:
         _payout_finalized(session, event, slots[event.signature])
+    _book(session, list(slots), settings)
     return list(slots)
 
 
@@ -293,11 +426,17 @@ def overview(session: Session, addresses: Sequence[str]) -> dict[str, Any]:
     by_status = select(IndexedTransaction.status, func.count()).group_by(IndexedTransaction.status)
     counts: dict[str, int] = dict(session.execute(by_status).tuples().all())
     poison = session.scalar(select(func.count()).where(IndexedTransaction.error.is_not(None))) or 0
+    facts = {
+        name: dict(session.execute(select(table.status, func.count()).group_by(table.status)).tuples().all())
+        for name, table in (("stake_deposits", IndexedDeposit), ("sales", IndexedSale))
+    }
     return {
         "indexed_slot": indexed_slot(session, addresses),
         "unfinalized": counts.get("confirmed", 0),
         "finalized": counts.get("finalized", 0),
         "poison": poison,
+        **facts,
+        "refused": refused(session, REFUSED_SHOWN),
         "addresses": [
             {
                 "address": address,
@@ -308,3 +447,25 @@ def overview(session: Session, addresses: Sequence[str]) -> dict[str, Any]:
             for address in addresses
         ],
     }
+
+
+#: How many refused deposits and sales ``roadie indexer status`` lists.
+REFUSED_SHOWN = 20
+
+
+def refused(session: Session, limit: int) -> list[dict[str, Any]]:
+    """The newest refused stake deposits and sales, with why: the ones an admin must settle by hand."""
+    deposits = select(
+        IndexedDeposit.signature, IndexedDeposit.error_code, IndexedDeposit.error_message, IndexedDeposit.created_at
+    ).where(IndexedDeposit.status == "refused")
+    sales = select(IndexedSale.signature, IndexedSale.error_code, IndexedSale.error_message, IndexedSale.created_at)
+    rows = session.execute(
+        deposits.add_columns(literal("stake_deposit").label("fact"))
+        .union_all(sales.where(IndexedSale.status == "refused").add_columns(literal("sale").label("fact")))
+        .order_by(text("created_at DESC"))
+        .limit(limit)
+    ).all()
+    return [
+        {"fact": row.fact, "signature": row.signature, "error_code": row.error_code, "error": row.error_message}
+        for row in rows
+    ]

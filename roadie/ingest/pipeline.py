@@ -8,6 +8,9 @@ holds a worker slot while a stage runs, and a crash anywhere only repeats a step
 - A stage that failed fails the parent with that stage's error code and message.
 - An admin re-run of the failed parent resumes: finished stages are kept, a stage whose failure
   predates the re-run gets a new child job.
+- A track whose audio repeats an earlier track's under the ``hold`` policy stops before ``pin_track``:
+  the parent succeeds with ``held: true`` and the track is ``held``. An admin's (forced) re-run of the
+  parent after the verdict releases it, and the pipeline goes on from there.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from sqlalchemy.orm import Session
 from models.music import Track
 from models.platform import Job, JobEvent, JobStatus
 from roadie.db import transaction
+from roadie.ingest import duplicates
+from roadie.ingest.duplicates import Verdict
 from roadie.jobs.creation import enqueue
 from roadie.jobs.errors import PermanentError, WaitForChildren
 from roadie.jobs.types import job_types
@@ -38,11 +43,16 @@ class Stage:
 
 STAGES = (
     Stage("transcode", "media.transcode", (), 40),
+    Stage("cover", "media.cover", (), 5),
     Stage("analysis", "media.analyse", ("transcode",), 15),
-    Stage("pin_track", "ipfs.pin_track", ("transcode",), 20),
+    Stage("pin_track", "ipfs.pin_track", ("transcode", "cover"), 20),
     Stage("pin_metadata", "ipfs.pin_metadata", ("analysis", "pin_track"), 10),
     Stage("mint", "nft.mint", ("pin_metadata",), 15),
 )
+
+
+#: A track held as a duplicate stops before this stage: nothing of it is published, nothing minted.
+HELD_BEFORE = "pin_track"
 
 
 def stages_for(mint: bool) -> tuple[Stage, ...]:
@@ -57,6 +67,7 @@ class Step:
     waiting_on: list[uuid.UUID]
     failed: Job | None
     percent: int
+    held: bool = False  # a duplicate held for an admin: nothing from HELD_BEFORE on starts
 
 
 def _stage_view(stage: Stage, status: str, child: Job | None) -> dict[str, Any]:
@@ -105,17 +116,31 @@ def _percent(view: list[dict[str, Any]], mint: bool) -> int:
     return done // sum(weights.values())
 
 
+def _held(session: Session, track_id: uuid.UUID, rerun_at: dt.datetime | None) -> Verdict | None:
+    """The duplicate verdict that holds the track, unless an admin re-ran the pipeline since it was made."""
+    found = duplicates.verdict_of(session, track_id)
+    if found is None or found[0].decision != "hold":
+        return None
+    return None if rerun_at is not None and rerun_at > found[1] else found[0]
+
+
 def _plan(session: Session, parent: Job, track_id: uuid.UUID, mint: bool) -> Step:
     """Start what can start; say what runs, what is done and whether a stage failed since the last re-run."""
     latest = _latest_children(session, parent)
     rerun_at: dt.datetime | None = session.scalar(
         select(func.max(JobEvent.created_at)).where(JobEvent.job_id == parent.id, JobEvent.kind == "rerun")
     )
+    held = _held(session, track_id, rerun_at)
     status: dict[str, str] = {}
     step = Step(view=[], waiting_on=[], failed=None, percent=0)
     for stage in stages_for(mint):
         child = _standing(latest.get(stage.job_type), rerun_at)
-        if child is None and step.failed is None and all(status.get(name) == "succeeded" for name in stage.after):
+        ready = all(status.get(name) == "succeeded" for name in stage.after)
+        if child is None and ready and held is not None and stage.name == HELD_BEFORE:
+            status[stage.name], step.held = "held", True
+            step.view.append(_stage_view(stage, "held", None))
+            continue
+        if child is None and step.failed is None and ready:
             child = _start_child(session, parent, stage, track_id)
         status[stage.name] = child.status if child is not None else "pending"
         step.view.append(_stage_view(stage, status[stage.name], child))
@@ -139,12 +164,17 @@ def advance(job_id: uuid.UUID, lease_id: uuid.UUID, track_id: uuid.UUID, mint: b
         step = _plan(session, parent, track_id, mint)
         running = [v["name"] for v in step.view if v["status"] not in ("succeeded", "pending", "failed", "cancelled")]
         parent.progress_percent, parent.progress_stage = step.percent, ", ".join(running)[:100] or None
-        result = {"track_id": str(track_id), "stages": step.view}
+        result: dict[str, Any] = {"track_id": str(track_id), "stages": step.view}
+        found = duplicates.verdict_of(session, track_id)
+        if found is not None and found[0].decision is not None:
+            result["duplicate_of"] = found[0].as_json()
         if step.failed is not None:
             track.status = "failed"
             parent.result = result  # the failure keeps the stages as they were; record_failure leaves it
         elif step.waiting_on:
             track.status = "ingesting"
+        elif step.held:
+            track.status, result["held"] = "held", True
         else:
             track.status = "ready"
     if step.failed is not None:

@@ -21,8 +21,9 @@ from sqlalchemy.dialects.postgresql import insert
 from models.music import Track, TrackFile
 from roadie import blobs
 from roadie.db import transaction
+from roadie.ingest import duplicates
 from roadie.jobs.errors import PermanentError
-from roadie.media import analysis, ffmpeg, transcode
+from roadie.media import analysis, cover, ffmpeg, transcode
 from roadie.settings import get_settings
 
 Progress = Callable[[int, str | None], None]
@@ -100,7 +101,10 @@ def record_file(
 
 
 def transcode_track(track_id: uuid.UUID, progress: Progress) -> dict[str, Any]:
-    """media.transcode: renditions and preview into the blob store, loudness and gain onto the track."""
+    """media.transcode: renditions and preview into the blob store, loudness and gain onto the track.
+
+    The fingerprint made in the same ffmpeg is matched against earlier tracks' (``duplicates``).
+    """
     settings = get_settings()
     source = load_source(track_id)
     probe = ffmpeg.probe(source.path)
@@ -116,6 +120,19 @@ def transcode_track(track_id: uuid.UUID, progress: Progress) -> dict[str, Any]:
             ceiling_dbtp=settings.true_peak_ceiling_dbtp,
             on_progress=Throttled(progress),
         )
+        # Before storing anything: a rejected duplicate leaves no rendition behind.
+        verdict = duplicates.record(
+            track_id,
+            done.fingerprint,
+            policy=settings.duplicate_audio_policy,
+            threshold=settings.duplicate_audio_similarity,
+        )
+        if verdict.decision == "reject":
+            raise PermanentError(
+                f"the audio matches track {verdict.track_id} (similarity {verdict.similarity:.3f}); "
+                "duplicates are rejected",
+                code="duplicate_audio",
+            )
         progress(95, "storing")
         stored = []
         for output in done.outputs:
@@ -142,6 +159,7 @@ def transcode_track(track_id: uuid.UUID, progress: Progress) -> dict[str, Any]:
             "target_lufs": settings.target_lufs,
         },
         "preview": {"start_s": done.preview_start_s, "length_s": done.preview_length_s},
+        "fingerprint": {"items": len(done.fingerprint), "duplicate_of": verdict.as_json()},
         "files": {
             output.spec.kind: {
                 "key": blob.key,
@@ -174,3 +192,33 @@ def analyse_track(track_id: uuid.UUID, progress: Progress) -> dict[str, Any]:
         track.rms_dbfs = _decimal(found.rms_dbfs)
         track.waveform = {"points": len(found.waveform), "peaks": found.waveform}
     return found.as_json()
+
+
+def cover_track(track_id: uuid.UUID) -> dict[str, Any]:
+    """media.cover: the uploaded cover's square stills (3000, 1000, 300 px, no EXIF) into the blob store.
+
+    Nothing is stored until every still is made, so a cover that cannot be published leaves no blob.
+    """
+    with transaction() as session:
+        if session.get(Track, track_id) is None:
+            raise PermanentError(f"no track {track_id}", code="track_not_found")
+        key = session.scalar(
+            select(TrackFile.storage_key).where(TrackFile.track_id == track_id, TrackFile.kind == "cover")
+        )
+    if key is None:
+        return {"files": {}}  # no cover: the metadata stage draws the waveform instead
+    path = blobs.blob_path(key)
+    if not path.is_file():
+        raise PermanentError(f"track {track_id}'s cover is not in the blob store", code="cover_missing")
+    with blobs.work_dir("cover-") as work:
+        stills = cover.normalise(path, work, get_settings().max_cover_pixels)
+        stored = [(still, blobs.store_file(still.path, f"tracks/{track_id}/{still.path.name}")) for still in stills]
+    with transaction() as session:
+        for still, blob in stored:
+            record_file(session, track_id, still.kind, blob, cover.MIME_TYPE, still.path.name)
+    return {
+        "files": {
+            still.kind: {"key": blob.key, "sha256": blob.sha256, "size_bytes": blob.size, "mime_type": cover.MIME_TYPE}
+            for still, blob in stored
+        }
+    }

@@ -25,10 +25,13 @@ from models.music import Track, TrackFile, User, UserWallet, Wallet
 from models.platform import ApiClient
 from roadie import blobs
 from roadie.chain.addresses import SolanaWallet
+from roadie.jobs.batches import join_batch
 from roadie.jobs.creation import JobRequest, Submission, fingerprint, insert_jobs, resolve_keys
 from roadie.jobs.intake import IntakeError, field_error
 from roadie.jobs.types import job_types
 from roadie.media.ffmpeg import Probe
+from roadie.webhooks.dispatch import check_callback_url
+from roadie.webhooks.urls import CallbackUrl
 
 ISRC = re.compile(r"[A-Z]{2}[A-Z0-9]{3}[0-9]{7}")  # the same pattern as the tracks table's check
 Text = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^\x00]*$")]
@@ -54,6 +57,10 @@ class TrackFields(BaseModel):
         description="Start of the preview in seconds; default a third of the way in.",
     )
     mint: bool = Field(default=False, description="Mint the track's NFT to the artist's wallet once ingested.")
+    callback_url: CallbackUrl | None = None
+    batch_id: uuid.UUID | None = Field(
+        default=None, description="Join this batch (made with expected_jobs for an album); 422 when it is full."
+    )
 
     @field_validator("isrc")
     @classmethod
@@ -162,12 +169,18 @@ async def accept(
         client,
         idempotency_key,
         request_fingerprint(fields, audio, cover),
+        callback_url=fields.callback_url,
+        batch_id=fields.batch_id,
     )
     (settled,) = await resolve_keys(session, [request], now)
     if isinstance(settled, IntakeError):
         raise settled
     if settled is not None:
         return Accepted(settled, uuid.UUID(settled.job.payload["track_id"]), [])
+    if fields.callback_url is not None:
+        await check_callback_url(session, client.id, fields.callback_url, "metadata.callback_url")
+    if fields.batch_id is not None:
+        await join_batch(session, fields.batch_id, client, "metadata.batch_id")
     if fields.isrc and await session.scalar(select(Track.id).where(Track.isrc == fields.isrc)):
         raise IntakeError(
             409, "isrc_taken", f"a track with ISRC {fields.isrc} exists", [field_error("metadata.isrc", "already used")]
@@ -185,10 +198,11 @@ async def accept(
     )
     session.add(track)
     await session.flush()
-    # The source is the master: it is kept in the blob store and never published on IPFS.
+    # The source and the cover as uploaded are kept in the blob store and never published on IPFS: the
+    # renditions and the cover's square stills (EXIF stripped) are.
     files: list[tuple[str, StagedFile, str]] = [("source", audio, "unpinned")]
     if cover is not None:
-        files.append(("cover", cover, "pending"))
+        files.append(("cover", cover, "unpinned"))
     placed: list[str] = []
     try:
         for kind, staged, pin_state in files:
@@ -211,6 +225,8 @@ async def accept(
         (created,) = await insert_jobs(await session.connection(), [request], now)
         if isinstance(created, IntakeError):  # the client was revoked since its key was looked up
             raise created
+        track.job_id = request.job_id  # its client hears of the track's events (the job exists only now)
+        await session.flush()
     except BaseException:
         delete_blobs(placed)
         raise

@@ -2,9 +2,9 @@
 
 The document depends only on the track's measured fields and the CIDs of its pinned files, and is encoded
 with sorted keys and compact separators, so the same inputs give the same bytes and the same CID. It is
-validated against ``nft_metadata.schema.json`` before anything is written. A track without a cover gets a
-waveform image drawn from its peaks (``tracks.waveform = {"peaks": [[min, max], ...]}``, values in -1..1),
-stored and pinned as its ``waveform`` file.
+validated against ``nft_metadata.schema.json`` before anything is written. The image is the cover's 1000 px
+square still (``media.cover``); a track without a cover gets a waveform image drawn from its peaks
+(``tracks.waveform = {"peaks": [[min, max], ...]}``, values in -1..1), stored and pinned as its ``waveform`` file.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from roadie.ipfs.pinning import FileToPin, pin_file
 from roadie.jobs.errors import PermanentError
 from roadie.settings import get_settings
 
+#: The cover still that is the NFT's ``image`` (1000 px square; 3000 px is heavy for wallets, 300 px too small).
+IMAGE_KIND = "cover_1000"
 #: Audio renditions listed in ``properties.files``, in this order, after the image.
 LISTED_AUDIO = ("mp3_320", "mp3_128", "opus_96")
 WAVEFORM_SIZE = (1000, 200)
@@ -144,12 +146,15 @@ def _files_by_kind(track_id: uuid.UUID) -> tuple[Track, dict[str, TrackFile]]:
 def pin_metadata(track_id: uuid.UUID) -> dict[str, Any]:
     """Build the track's NFT metadata, validate it, keep it as its ``metadata`` file and pin it."""
     track, files = _files_by_kind(track_id)
-    mp3, cover = files.get("mp3_320"), files.get("cover")
+    mp3, image = files.get("mp3_320"), files.get(IMAGE_KIND)
     if mp3 is None or mp3.pin_state != "pinned":
         raise PermanentError("the MP3 320 rendition is not pinned yet; run ipfs.pin_track first", code="not_pinned")
-    if cover is not None and cover.pin_state != "pinned":  # never silently replaced by the waveform
-        raise PermanentError("the cover is not pinned yet; run ipfs.pin_track first", code="not_pinned")
-    image = files.get("cover")
+    has_cover = image is not None or "cover" in files
+    if has_cover and (image is None or image.pin_state != "pinned"):  # never silently the waveform
+        raise PermanentError(
+            f"the cover's {IMAGE_KIND} still is not pinned yet; run media.cover and ipfs.pin_track first",
+            code="not_pinned",
+        )
     if image is None:  # no cover: the waveform image, drawn (again) unless exactly these bytes are pinned
         waveform, pinned = _store_generated(
             track_id, "waveform", "waveform.png", "image/png", waveform_png(track.waveform)

@@ -18,14 +18,16 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from models.music import Track, TrackFile
+from models.music import TRACK_FILE_KINDS, Track, TrackFile
 from roadie.blobs import blob_path, sha256_of
 from roadie.db import transaction
 from roadie.ipfs.client import IpfsNode, ipfs
 from roadie.jobs.errors import PermanentError, TransientError
 
-#: Kinds pinned by ``ipfs.pin_track``; the metadata JSON is built and pinned after them.
-CONTENT_KINDS = ("source", "mp3_320", "mp3_128", "opus_96", "preview", "cover", "waveform")
+#: Kinds pinned by ``ipfs.pin_track``: all but the metadata JSON, which is built and pinned after them. The
+#: source and the cover as uploaded are kept ``unpinned`` (a pin of one from before the cover stills is
+#: still released with its track).
+CONTENT_KINDS = tuple(kind for kind in TRACK_FILE_KINDS if kind != "metadata")
 _UNPINNED_STATES = ("pending", "failed")
 
 

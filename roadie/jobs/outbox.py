@@ -152,8 +152,9 @@ def _relay_until_disconnected(stop: threading.Event) -> None:
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True, **connect_args()) as listener:
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         while not stop.is_set():
+            sent = _dispatch_safely()
             try:
-                sent = dispatch_events() + relay_once()
+                sent += relay_once()
             except Exception:
                 log.exception("relay.publish_failed")
                 sent = 0
@@ -165,6 +166,15 @@ def _relay_until_disconnected(stop: threading.Event) -> None:
             io_select.select([listener.fileno()], [], [], settings.relay_poll_interval_s)
             for _ in listener.notifies(timeout=0):
                 pass
+
+
+def _dispatch_safely() -> int:
+    """Fan out webhook events; a failure is logged and retried next round, never stopping the publishing of jobs."""
+    try:
+        return dispatch_events()
+    except Exception:
+        log.exception("relay.dispatch_failed")
+        return 0
 
 
 def republish_stale() -> int:

@@ -18,11 +18,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models.ledger import LedgerRun, Sale, SaleCreator
-from models.music import Nft
+from models.music import Nft, NftCollection
 from roadie.jobs.errors import PermanentError
 from roadie.ledger import money
 from roadie.ledger.books import credit_users
 from roadie.settings import Settings
+
+#: The seeds' ``royaltyPercent @default(2.5)``, as the collections' ``seller_fee_basis_points`` default.
+DEFAULT_SELLER_FEE_BPS = 250
 
 DISTRIBUTE = """
 WITH batch AS (
@@ -48,6 +51,13 @@ class SaleInput:
     sold_at: dt.datetime
     #: (user id, share in percent); None: the NFT's creator takes 100.
     creators: list[tuple[uuid.UUID, int]] | None = None
+
+
+def seller_fee_basis_points(session: Session, nft: Nft) -> int:
+    """The royalty an NFT's sales pay: its collection's, or the product's default of 2.5 %."""
+    if nft.collection_id is not None:
+        return session.get_one(NftCollection, nft.collection_id).seller_fee_basis_points
+    return DEFAULT_SELLER_FEE_BPS
 
 
 def record_sale(session: Session, sale: SaleInput, source: str, now: dt.datetime) -> tuple[Sale, bool]:

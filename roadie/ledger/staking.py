@@ -150,6 +150,24 @@ def _whole_seconds(moment: dt.datetime) -> dt.datetime:
     return moment.replace(microsecond=0)
 
 
+#: The users behind a wallet: linked through user_wallets, or the wallet a user signed up with.
+WALLET_USERS = """
+SELECT uw.user_id FROM wallets AS w JOIN user_wallets AS uw ON uw.wallet_id = w.id
+WHERE w.address = :wallet AND w.chain = 'solana'
+UNION
+SELECT id FROM users WHERE wallet_address = :wallet
+"""
+
+
+def staker(session: Session, wallet: str) -> uuid.UUID:
+    """The one user whose wallet made a stake deposit."""
+    users = session.scalars(text(WALLET_USERS), {"wallet": wallet}).all()
+    if len(users) != 1:
+        code = "ambiguous_wallet" if users else "unknown_wallet"
+        raise PermanentError(f"the wallet {wallet} belongs to {len(users)} users, not one", code=code)
+    return uuid.UUID(str(users[0]))
+
+
 def open_position(
     session: Session,
     user_id: uuid.UUID,

@@ -90,6 +90,16 @@ def tools() -> Tools:
     return Tools(ffmpeg=str(found["ffmpeg"]), ffprobe=str(found["ffprobe"]))
 
 
+def require_chromaprint() -> None:
+    """ffmpeg must have the ``chromaprint`` muxer (the transcode fingerprints with it); else a clear error."""
+    done = subprocess.run([tools().ffmpeg, *QUIET, "-muxers"], capture_output=True, timeout=30, check=False)
+    if not any(line.split()[1:2] == ["chromaprint"] for line in done.stdout.decode(errors="replace").splitlines()):
+        raise ToolMissingError(
+            f"{tools().ffmpeg} has no chromaprint muxer (audio fingerprints); install Debian's ffmpeg, "
+            "which is built with libchromaprint"
+        )
+
+
 @dataclass(frozen=True)
 class Probe:
     """What the container says about the first audio stream (durations may be estimates)."""

@@ -1,8 +1,9 @@
-"""Renditions of an uploaded track: MP3 320k and 128k, Opus 96k, a faded preview, and its loudness.
+"""Renditions of an uploaded track: MP3 320k and 128k, Opus 96k, a faded preview, its loudness and fingerprint.
 
 At most two ffmpeg processes run at a time (a media worker has two cores). One encodes MP3 320k and
-128k (one decode, two encoders) from the start; beside it, the loudness measurement (EBU R128 with
-true peak, and the decoded length) rejects silent, cut-off or too-long audio early, then the Opus
+128k and writes the Chromaprint fingerprint (one decode, two encoders, one fingerprinter) from the
+start; beside it, the loudness measurement (EBU R128 with true peak, and the decoded length) rejects
+silent, cut-off or too-long audio early, then the Opus
 encode and the preview (a 30-second cut faded by ffmpeg's ``afade`` in the same process) follow on
 the same core. Each output is decoded back as soon as it is made and must last as long as the
 source (within ``DURATION_TOLERANCE_S``); the preview is decoded into pydub, which also checks
@@ -20,10 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydub import AudioSegment
 
 from roadie.jobs.errors import PermanentError
-from roadie.media import ffmpeg, sniff
+from roadie.media import ffmpeg, fingerprint, sniff
 from roadie.media.ffmpeg import BITEXACT, Probe, UndecodableError
 
 DURATION_TOLERANCE_S = 0.05
@@ -81,6 +83,7 @@ class Transcoded:
     preview_start_s: float
     preview_length_s: float
     outputs: list[Output]
+    fingerprint: np.ndarray  # Chromaprint's raw items of the whole source
 
 
 def normalisation_gain(integrated: float, true_peak: float, *, target: float, ceiling: float) -> float:
@@ -124,9 +127,10 @@ def _channel_args(source: Probe) -> list[str]:
     return ["-ac", "2"] if source.channels > 2 else []
 
 
-def _encode_args(
-    source_path: Path, source: Probe, work: Path, kinds: tuple[str, ...]
+def encode_args(
+    source_path: Path, source: Probe, work: Path, kinds: tuple[str, ...], fingerprint_path: Path | None = None
 ) -> tuple[list[str], list[Output]]:
+    """One ffmpeg's arguments: one decode, an encoder per rendition, and the fingerprint when asked."""
     args = ["-xerror", "-i", str(source_path)]
     planned = []
     for spec in (spec for spec in RENDITIONS if spec.kind in kinds):
@@ -134,6 +138,8 @@ def _encode_args(
         args += ["-map", "0:a:0", "-vn", "-map_metadata", "-1", *_channel_args(source), *spec.codec_args]
         args += [*BITEXACT, str(path)]
         planned.append(Output(spec, path, 0.0))
+    if fingerprint_path is not None:
+        args += fingerprint.output_args(fingerprint_path)
     return args, planned
 
 
@@ -184,7 +190,11 @@ def transcode(
     """Make every rendition of ``source_path`` in ``work`` and measure its loudness."""
     _check_not_cut_off(source_path)
     expected = source.duration_s or 0.0
-    plans = [_encode_args(source_path, source, work, kinds) for kinds in ENCODE_GROUPS]
+    fingerprint_path = work / "fingerprint.raw"  # from the first group's decode: no second one for it
+    plans = [
+        encode_args(source_path, source, work, kinds, fingerprint_path if index == 0 else None)
+        for index, kinds in enumerate(ENCODE_GROUPS)
+    ]
     measure_args = ["-xerror", "-i", str(source_path), "-map", "0:a:0", "-vn"]
     measure_args += ["-af", "ebur128=peak=true:framelog=verbose", "-f", "null", "-"]
     runs = ffmpeg.Runs()
@@ -216,7 +226,7 @@ def transcode(
     on_progress(90, "verifying")
     for output in outputs:
         _check_decoded(output, length if output.spec is PREVIEW else duration)
-    return Transcoded(duration, loudness, start, length, outputs)
+    return Transcoded(duration, loudness, start, length, outputs, fingerprint.read(fingerprint_path))
 
 
 def _loudness(stderr: str, target_lufs: float, ceiling_dbtp: float) -> Loudness:

@@ -12,11 +12,14 @@ import uuid
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Select, func, select, true, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.webhooks import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from roadie.db import transaction
 from roadie.jobs.creation import enqueue
+from roadie.jobs.intake import IntakeError, field_error
 from roadie.jobs.types import job_types
+from roadie.webhooks.urls import UnsafeUrl, check_url
 
 #: Most events one round fans out.
 DISPATCH_BATCH = 200
@@ -80,3 +83,18 @@ def dispatch_events(limit: int = DISPATCH_BATCH) -> int:
             made += 1
         session.execute(update(WebhookEvent).where(WebhookEvent.id.in_(list(events))).values(dispatched_at=func.now()))
         return made
+
+
+async def check_callback_url(session: AsyncSession, client_id: uuid.UUID, url: str, field: str) -> str:
+    """A job's or a batch's callback_url, if Roadie may post to it and the client has a secret to sign with.
+
+    422 naming ``field`` otherwise: an unsafe URL, or a client with no enabled webhook endpoint.
+    """
+    try:
+        check_url(url)
+    except UnsafeUrl as exc:
+        raise IntakeError(422, "invalid_callback_url", f"callback_url {exc}", [field_error(field, str(exc))]) from None
+    if await session.scalar(default_endpoint(client_id)) is None:
+        reason = "needs a webhook endpoint to sign with: create one with POST /v1/webhooks first"
+        raise IntakeError(422, "no_webhook_endpoint", f"callback_url {reason}", [field_error(field, reason)])
+    return url

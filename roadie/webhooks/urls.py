@@ -10,11 +10,24 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from pydantic import Field
 
 from roadie.settings import get_settings
 
 MAX_URL_LENGTH = 2048
+#: A job's, an upload's or a batch's ``callback_url`` field (its safety is checked by ``check_callback_url``).
+CallbackUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_URL_LENGTH,
+        description="Also post this job's events here, signed with the client's default (oldest enabled) "
+        "webhook endpoint's secret; https, or http to an allowed host. 422 when the client has no endpoint.",
+    ),
+]
 #: Cloud metadata services answer on these even where they are not link-local (AWS's IPv6 one).
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 
