@@ -146,11 +146,11 @@ async def require(session: AsyncSession | None, request: Request, scope: str, *o
     client = await authenticate(session, token.strip())
     if client is None:
         raise IntakeError(401, "unauthenticated", "unknown or revoked API key")
-    require_scope(client, scope, *or_scopes)
+    require_scope(client, scope, or_scopes=or_scopes)
     return client
 
 
-def require_scope(client: ApiClient, scope: str, *or_scopes: str, what: str = "this call") -> None:
+def require_scope(client: ApiClient, scope: str, what: str = "this call", *, or_scopes: tuple[str, ...] = ()) -> None:
     """403 unless the client holds ``scope`` or one of ``or_scopes``; admins hold every scope."""
     wanted = (scope, *or_scopes)
     if not set(wanted) & set(client.scopes) and "admin" not in client.scopes:

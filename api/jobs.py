@@ -108,7 +108,7 @@ async def submit_job(request: Request) -> Response:
             f"unknown job type {job_request.type!r}",
             [{"field": "type", "reason": f"must be one of {', '.join(sorted(job_types()))}"}],
         )
-    require_scope(client, job_type.scope, what=job_type.name)
+    require_scope(client, job_type.scope, job_type.name)
     parse_body(job_type.payload_model, job_request.payload, "payload")
     if job_request.callback_url is not None:
         async with async_transaction() as session:
