@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
-from api import admin, batches, console, health, jobs, ledger, openapi, queues, schedules, telemetry, tracks
+from api import admin, batches, console, health, jobs, ledger, openapi, queues, schedules, telemetry, tracks, webhooks
 from api.errors import (
     on_client_disconnect,
     on_dependency_unavailable,
@@ -53,6 +53,7 @@ def create_app() -> Starlette:
             *admin.routes,
             *queues.routes,
             *schedules.routes,
+            *webhooks.routes,
             console.mount(),
         ],
         middleware=[Middleware(RequestContextMiddleware)],

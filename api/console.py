@@ -7,7 +7,8 @@ its client up again, so signing out (the row is deleted), the row's expiry, revo
 dropping its admin scope ends the session at once, even for a copy of the cookie. Every POST
 form carries the session's CSRF token. Re-runs go through the same service functions as
 the API (:func:`roadie.jobs.intake.rerun`, :func:`roadie.jobs.intake.rerun_matching`), so each
-one is recorded as a ``rerun`` job event with the operator's client name.
+one is recorded as a ``rerun`` job event with the operator's client name; webhook re-sends through
+:mod:`roadie.webhooks.endpoints`, as the API's.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from starlette.templating import Jinja2Templates
 from api import console_controls, console_dashboard, console_job
 from api import console_pictures as pictures
 from api.errors import validation_fields
+from api.http import path_uuid
 from models.platform import ApiClient, ConsoleSession, Job, JobStatus
 from roadie.auth import authenticate, hash_key
 from roadie.db import async_transaction
@@ -47,6 +49,7 @@ from roadie.jobs.intake import IntakeError, JobFilter
 from roadie.jobs.views import job_view
 from roadie.ledger import payouts
 from roadie.settings import get_settings
+from roadie.webhooks import endpoints
 
 log = logging.getLogger(__name__)
 
@@ -482,6 +485,113 @@ async def drive_schedule(request: Request) -> Response:
     return await _control(request, "console.schedules", partial(console_controls.drive_schedule, action=action))
 
 
+class ResendWindow(BaseModel):
+    """The "re-send every failed delivery" form: a time range, in UTC like every time on the console."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    since: dt.datetime
+    until: dt.datetime
+
+    @field_validator("since", "until")
+    @classmethod
+    def _naive_is_utc(cls, value: dt.datetime) -> dt.datetime:
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def _local(moment: dt.datetime) -> str:
+    """A time as a datetime-local input's value (UTC, to the second)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+async def webhooks_page(request: Request) -> Response:
+    """Every client's webhook endpoints, with why a disabled one was disabled and what waits or failed."""
+
+    async def load(session: AsyncSession) -> dict[str, Any]:
+        found = await endpoints.list_endpoints(session, None)
+        owners = dict((await session.execute(select(ApiClient.id, ApiClient.name))).all())
+        counts = await endpoints.delivery_counts(session)
+        rows = [
+            {"endpoint": endpoint, "owner": owners.get(endpoint.client_id), "counts": counts.get(endpoint.id, {})}
+            for endpoint in found
+        ]
+        return {"rows": rows}
+
+    return await _read_only_page(request, "webhooks.html", load)
+
+
+async def webhook_page(request: Request) -> Response:
+    """One endpoint: its deliveries, newest first, each with its attempts; re-send one, or the failed ones."""
+    endpoint_id = path_uuid(request, "endpoint_id")
+    cursor = request.query_params.get("cursor") or None
+
+    async def load(session: AsyncSession) -> dict[str, Any]:
+        endpoint = await endpoints.find(session, endpoint_id, None)
+        owner = await session.get(ApiClient, endpoint.client_id)
+        found, next_cursor = await endpoints.deliveries(session, endpoint, limit=PAGE_SIZE, cursor=cursor)
+        base = request.url_for("console.webhook", endpoint_id=str(endpoint_id)).path
+        now = dt.datetime.now(dt.UTC)
+        return {
+            "endpoint": endpoint,
+            "owner": owner.name if owner else None,
+            "deliveries": found,
+            "since": _local(now - dt.timedelta(days=1)),
+            "until": _local(now + dt.timedelta(minutes=1)),
+            "first_url": base if cursor else None,
+            "next_url": f"{base}?{urlencode({'cursor': next_cursor})}" if next_cursor else None,
+        }
+
+    return await _read_only_page(request, "webhook.html", load)
+
+
+async def resend_delivery(request: Request) -> Response:
+    endpoint_id = path_uuid(request, "endpoint_id")
+    delivery_id = path_uuid(request, "delivery_id")
+    await _checked_form(request)
+    target = request.url_for("console.webhook", endpoint_id=str(endpoint_id)).path
+    async with async_transaction() as session:
+        operator = await _operator(session, request)
+        if operator is None:
+            return _to_login(request)
+        delivery = await endpoints.find_delivery(session, delivery_id, operator, endpoint_id)
+        try:
+            await endpoints.resend(session, delivery, operator.name)
+        except IntakeError as exc:
+            _notify(request, f"Not re-sent: {exc.message}.", "error")
+            return _redirect(target)
+        actor = operator.name
+    _notify(request, f"Delivery {str(delivery_id)[:8]}… re-sent by {actor}.")
+    return _redirect(target)
+
+
+async def resend_failed(request: Request) -> Response:
+    endpoint_id = path_uuid(request, "endpoint_id")
+    form = await _checked_form(request)
+    target = request.url_for("console.webhook", endpoint_id=str(endpoint_id)).path
+    try:
+        window = ResendWindow.model_validate({"since": form.get("since"), "until": form.get("until")})
+    except ValidationError as exc:
+        reasons = "; ".join(f"{f['field']}: {f['reason']}" for f in validation_fields(exc))
+        _notify(request, f"Nothing re-sent: {reasons}.", "error")
+        return _redirect(target)
+    async with async_transaction() as session:
+        operator = await _operator(session, request)
+        if operator is None:
+            return _to_login(request)
+        endpoint = await endpoints.find(session, endpoint_id, operator, lock=True)
+        try:
+            resent = await endpoints.resend_failed(session, endpoint, window.since, window.until, operator.name)
+        except IntakeError as exc:
+            _notify(request, f"Nothing re-sent: {exc.message}.", "error")
+            return _redirect(target)
+        actor = operator.name
+    noun = "delivery" if len(resent) == 1 else "deliveries"
+    _notify(
+        request, f"Re-sent {len(resent)} failed {noun} made {_when(window.since)} to {_when(window.until)}, as {actor}."
+    )
+    return _redirect(target)
+
+
 async def on_csrf_refused(request: Request, exc: Exception) -> Response:
     message = "This form is stale or did not come from this console: reload the page and try again."
     return _render(request, "error.html", {"title": "Form refused", "message": message}, status_code=403)
@@ -531,6 +641,17 @@ def create_console() -> Starlette:
             Route("/queues/resume", resume_queue, name="console.resume", methods=["POST"]),
             Route("/schedules", schedules_page, name="console.schedules"),
             Route("/schedules/{action}", drive_schedule, name="console.drive_schedule", methods=["POST"]),
+            Route("/webhooks", webhooks_page, name="console.webhooks"),
+            Route("/webhooks/{endpoint_id}", webhook_page, name="console.webhook"),
+            Route(
+                "/webhooks/{endpoint_id}/deliveries/{delivery_id}/resend",
+                resend_delivery,
+                name="console.resend_delivery",
+                methods=["POST"],
+            ),
+            Route(
+                "/webhooks/{endpoint_id}/resend-failed", resend_failed, name="console.resend_failed", methods=["POST"]
+            ),
         ],
         middleware=[
             Middleware(

@@ -134,8 +134,8 @@ def parse_body(model: type[M], data: Any, prefix: str = "") -> M:
         raise validation_error(exc, prefix) from exc
 
 
-async def require(session: AsyncSession | None, request: Request, scope: str) -> ApiClient:
-    """The calling client, which must hold ``scope`` (admins hold every scope): else 401 or 403.
+async def require(session: AsyncSession | None, request: Request, scope: str, *or_scopes: str) -> ApiClient:
+    """The calling client, which must hold ``scope`` or one of ``or_scopes`` (admins hold every scope): else 401 or 403.
 
     Without a session, a key the process has not seen recently is looked up in a transaction of its own.
     """
@@ -146,14 +146,16 @@ async def require(session: AsyncSession | None, request: Request, scope: str) ->
     client = await authenticate(session, token.strip())
     if client is None:
         raise IntakeError(401, "unauthenticated", "unknown or revoked API key")
-    require_scope(client, scope)
+    require_scope(client, scope, or_scopes=or_scopes)
     return client
 
 
-def require_scope(client: ApiClient, scope: str, what: str = "this call") -> None:
-    """403 unless the client holds ``scope``; admins hold every scope."""
-    if scope not in client.scopes and "admin" not in client.scopes:
-        raise IntakeError(403, "forbidden", f"{what} needs the '{scope}' scope, which this key lacks")
+def require_scope(client: ApiClient, scope: str, what: str = "this call", *, or_scopes: tuple[str, ...] = ()) -> None:
+    """403 unless the client holds ``scope`` or one of ``or_scopes``; admins hold every scope."""
+    wanted = (scope, *or_scopes)
+    if not set(wanted) & set(client.scopes) and "admin" not in client.scopes:
+        needed = " or ".join(f"'{name}'" for name in wanted)
+        raise IntakeError(403, "forbidden", f"{what} needs the {needed} scope, which this key lacks")
 
 
 def path_uuid(request: Request, name: str = "job_id") -> uuid.UUID:

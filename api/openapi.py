@@ -32,9 +32,11 @@ from api.params import BigIntId
 from api.queues import PauseRequest, QueueState, QueueStates
 from api.schedules import ScheduleList, ScheduleView
 from api.tracks import TrackAccepted, TrackUpload
+from api.webhooks import DeliveryQuery, EndpointChange, EndpointRequest, ResendFailed
 from roadie.jobs.batches import BatchRequest
 from roadie.jobs.views import JobView
 from roadie.ledger.plays import PlayBatch
+from roadie.webhooks.views import CreatedEndpoint, DeliveryPage, EndpointList, EndpointView, Resent, RotatedSecret
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -57,8 +59,8 @@ class Operation:
     method: str
     path: str
     summary: str
-    #: Status to the model of its body; the refusals in ``errors`` are added, as Error.
-    responses: Mapping[int, type[BaseModel]]
+    #: Status to the model of its body (None: no body); the refusals in ``errors`` are added, as Error.
+    responses: Mapping[int, type[BaseModel] | None]
     #: The scope a key needs; None for an operation that needs no key.
     scope: str | None = None
     #: The JSON body's model (or a TypeAdapter of a union); ``form`` for multipart/form-data instead.
@@ -79,6 +81,9 @@ IDEMPOTENCY_KEY = Param(
 QUEUE = Param("queue", "path", str, "A pool's queue: media, ipfs, chain, ledger, indexer or default")
 JOB_TYPE = Param("job_type", "path", str, "A job type's name, such as nft.mint")
 SCHEDULE = Param("name", "path", str, "A beat entry's name, as GET /v1/admin/schedules lists them")
+ENDPOINT_ID = Param("endpoint_id", "path", uuid.UUID)
+DELIVERY_ID = Param("delivery_id", "path", uuid.UUID)
+WEBHOOKS_READ = "webhooks:read or webhooks:write"
 ACCOUNT_ID = Param(
     "account_id", "path", Literal["treasury", "clearing", "external"] | BigIntId, "Numeric id, or a system account"
 )
@@ -189,6 +194,77 @@ def operations() -> tuple[Operation, ...]:
             "ledger:read",
             query=PayoutQuery,
         ),
+        Operation(
+            "post",
+            "/v1/webhooks",
+            "Register a webhook endpoint; its signing secret is in this answer only",
+            {201: CreatedEndpoint},
+            "webhooks:write",
+            body=EndpointRequest,
+        ),
+        Operation(
+            "get", "/v1/webhooks", "Webhook endpoints (an admin's: every client's)", {200: EndpointList}, WEBHOOKS_READ
+        ),
+        Operation(
+            "get",
+            "/v1/webhooks/{endpoint_id}",
+            "A webhook endpoint",
+            {200: EndpointView},
+            WEBHOOKS_READ,
+            params=(ENDPOINT_ID,),
+        ),
+        Operation(
+            "patch",
+            "/v1/webhooks/{endpoint_id}",
+            "Change a webhook endpoint's url, events, description, or enable or disable it",
+            {200: EndpointView},
+            "webhooks:write",
+            body=EndpointChange,
+            body_required=False,  # no body changes nothing
+            params=(ENDPOINT_ID,),
+        ),
+        Operation(
+            "delete",
+            "/v1/webhooks/{endpoint_id}",
+            "Delete a webhook endpoint and its deliveries",
+            {204: None},
+            "webhooks:write",
+            params=(ENDPOINT_ID,),
+        ),
+        Operation(
+            "post",
+            "/v1/webhooks/{endpoint_id}/rotate-secret",
+            "A new signing secret, in this answer only; the old one signs beside it for the overlap",
+            {200: RotatedSecret},
+            "webhooks:write",
+            params=(ENDPOINT_ID,),
+        ),
+        Operation(
+            "get",
+            "/v1/webhooks/{endpoint_id}/deliveries",
+            "An endpoint's deliveries, newest first, each with its attempts",
+            {200: DeliveryPage},
+            WEBHOOKS_READ,
+            query=DeliveryQuery,
+            params=(ENDPOINT_ID,),
+        ),
+        Operation(
+            "post",
+            "/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/resend",
+            "Send a delivered or failed delivery again",
+            {202: Resent},
+            "webhooks:write",
+            params=(ENDPOINT_ID, DELIVERY_ID),
+        ),
+        Operation(
+            "post",
+            "/v1/webhooks/{endpoint_id}/resend-failed",
+            "Send again every failed delivery of the endpoint made in a time range",
+            {202: Resent},
+            "webhooks:write",
+            body=ResendFailed,
+            params=(ENDPOINT_ID,),
+        ),
     )
 
 
@@ -243,7 +319,7 @@ def schema_sources() -> list[tuple[type[BaseModel] | TypeAdapter[Any], JsonSchem
     """Every model (or adapter) whose schema is in the document, with the mode it is read in."""
     sources: list[tuple[type[BaseModel] | TypeAdapter[Any], JsonSchemaMode]] = [(Error, "serialization")]
     for op in operations():
-        sources += [(model, "serialization") for model in op.responses.values()]
+        sources += [(model, "serialization") for model in op.responses.values() if model is not None]
         sources += [(model, "validation") for model in (op.body, op.form) if model is not None]
     return sources
 
@@ -297,6 +373,8 @@ def openapi_spec() -> dict[str, Any]:
             "responses": {
                 **{
                     str(status): content("application/json", schema(model, "serialization"), _describe(status, model))
+                    if model is not None
+                    else {"description": HTTPStatus(status).phrase}
                     for status, model in op.responses.items()
                 },
                 **{str(status): {"$ref": "#/components/responses/Error"} for status in op.errors},

@@ -5,8 +5,8 @@ else a fresh one. It is bound to every log line of the request, returned in the 
 ``X-Request-ID`` header and stored with any job the request creates.
 
 ``/metrics`` serves this process's metrics and gauges read from the ledger at scrape time:
-waiting jobs and the age of the oldest per queue, the outbox backlog, and the dead-letter
-list (failed jobs) per type.
+waiting jobs and the age of the oldest per queue, the outbox backlog, the dead-letter
+list (failed jobs) per type, and per webhook endpoint the age of its oldest undelivered event.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.platform import Job, JobEvent, JobStatus, OutboxMessage
+from models.webhooks import WebhookDelivery, WebhookEndpoint
 from roadie.db import async_transaction
 from roadie.jobs import pauses
 from roadie.jobs.types import QUEUES, job_types
@@ -154,6 +155,14 @@ async def ledger_metrics() -> list[Metric]:
         "Subjects (payouts, transfers, the books) breaking each settlement check of `roadie ledger check` now.",
         labels=["check"],
     )
+    undelivered = GaugeMetricFamily(
+        "roadie_webhook_oldest_undelivered_age_seconds",
+        "Age of each webhook endpoint's oldest pending delivery (endpoints with none pending are absent).",
+        labels=["endpoint"],
+    )
+    disabled = GaugeMetricFamily(
+        "roadie_webhook_endpoints_disabled", "Webhook endpoints disabled (by their owner, a 410 or failures)."
+    )
     up = GaugeMetricFamily("roadie_ledger_scrape_success", "1 if the ledger gauges were read, else 0.")
     try:
         async with async_transaction() as session:
@@ -195,6 +204,19 @@ async def ledger_metrics() -> list[Metric]:
             ).all()
             unsettled = await settlement_violations(session, get_settings())
             paused = await pause_metrics(session)
+            pending = (
+                await session.execute(  # the partial index ix_webhook_deliveries_pending holds exactly these rows
+                    select(
+                        WebhookDelivery.endpoint_id,
+                        extract("epoch", func.now() - func.min(WebhookDelivery.created_at)),
+                    )
+                    .where(WebhookDelivery.status == "pending")
+                    .group_by(WebhookDelivery.endpoint_id)
+                )
+            ).all()
+            disabled_count = await session.scalar(
+                select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(False))
+            )
     except Exception:
         log.warning("metrics.ledger_unavailable", exc_info=True)
         up.add_metric([], 0)
@@ -213,8 +235,11 @@ async def ledger_metrics() -> list[Metric]:
         dead.add_metric([job_type], count)
     for check, count in unsettled.items():
         violated.add_metric([check], count)
+    for endpoint_id, age in sorted(pending, key=lambda row: str(row[0])):
+        undelivered.add_metric([str(endpoint_id)], max(float(age or 0), 0.0))
+    disabled.add_metric([], disabled_count or 0)
     up.add_metric([], 1)
-    return [depth, oldest, backlog, backlog_age, dead, violated, *paused, up]
+    return [depth, oldest, backlog, backlog_age, dead, violated, undelivered, disabled, *paused, up]
 
 
 async def pause_metrics(session: AsyncSession) -> list[Metric]:

@@ -16,9 +16,11 @@ from typing import Any, Literal, TypeVar
 import click
 import psycopg
 import sqlalchemy.exc
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from models.platform import SCOPES, JobStatus
+from models.platform import SCOPES, ApiClient, JobStatus
+from models.webhooks import DELIVERY_STATUSES, EVENT_TYPES
 from roadie.db import async_engine, async_transaction
 from roadie.jobs import intake
 from roadie.jobs.intake import IntakeError, JobFilter
@@ -398,6 +400,124 @@ def jobs_cancel(job_id: uuid.UUID) -> None:
 
     job = _run(work)
     click.echo(f"{job['id']} {job['status']}{' (stop requested)' if job['cancel_requested'] else ''}")
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook endpoints and their deliveries: list, create, disable, inspect, re-send."""
+
+
+@webhooks.command("list")
+def webhooks_list() -> None:
+    """Every client's endpoints, oldest first, with why a disabled one was disabled."""
+    from roadie.webhooks import endpoints
+    from roadie.webhooks.views import endpoint_view
+
+    async def work() -> list[dict[str, Any]]:
+        async with async_transaction() as session:
+            return [endpoint_view(e).plain() for e in await endpoints.list_endpoints(session, None)]
+
+    for endpoint in _run(work):
+        state = "enabled" if endpoint["enabled"] else f"disabled: {endpoint['disabled_reason']}"
+        click.echo(f"{endpoint['id']}  {endpoint['url']}  {','.join(endpoint['events'])}  {state}")
+
+
+@webhooks.command("create")
+@click.option("--client", "client_name", required=True, help="The API client (key name) the endpoint belongs to.")
+@click.option("--url", required=True)
+@click.option("--events", required=True, help="Comma-separated, some of: " + ", ".join(EVENT_TYPES) + ".")
+@click.option("--description")
+def webhooks_create(client_name: str, url: str, events: str, description: str | None) -> None:
+    """Register an endpoint for a client; prints its id, then its signing secret (shown this once)."""
+    from roadie.webhooks import endpoints
+
+    async def work() -> tuple[uuid.UUID, str]:
+        async with async_transaction() as session:
+            client = await session.scalar(select(ApiClient).where(ApiClient.name == client_name))
+            if client is None:
+                raise click.ClickException(f"no API client named {client_name!r}")
+            chosen = [event.strip() for event in events.split(",") if event.strip()]
+            endpoint, secret = await endpoints.create(session, client, url, chosen, description)
+            return endpoint.id, secret
+
+    endpoint_id, secret = _run(work)
+    click.echo(str(endpoint_id))
+    click.echo(secret)
+
+
+@webhooks.command("disable")
+@click.argument("endpoint_id", type=click.UUID)
+def webhooks_disable(endpoint_id: uuid.UUID) -> None:
+    """Stop posting to an endpoint (PATCH enabled=true, or the console, enables it again)."""
+    from roadie.webhooks import endpoints
+
+    async def work() -> str | None:
+        async with async_transaction() as session:
+            endpoint = await endpoints.find(session, endpoint_id, None, lock=True)
+            endpoint = await endpoints.update(session, endpoint, endpoints.Changes(enabled=False), _actor())
+            return endpoint.disabled_reason
+
+    click.echo(f"{endpoint_id} {_run(work)}")
+
+
+@webhooks.command("deliveries")
+@click.argument("endpoint_id", type=click.UUID)
+@click.option("--status", "statuses", multiple=True, type=click.Choice(DELIVERY_STATUSES))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+def webhooks_deliveries(endpoint_id: uuid.UUID, statuses: tuple[str, ...], limit: int) -> None:
+    """An endpoint's deliveries, newest first, each with its attempts, as JSON."""
+    from roadie.webhooks import endpoints
+
+    async def work() -> list[dict[str, Any]]:
+        async with async_transaction() as session:
+            endpoint = await endpoints.find(session, endpoint_id, None)
+            found, _ = await endpoints.deliveries(session, endpoint, statuses=statuses, limit=limit)
+            return [delivery.plain() for delivery in found]
+
+    _echo_json(_run(work))
+
+
+@webhooks.command("resend")
+@click.argument("delivery_id", type=click.UUID, required=False)
+@click.option(
+    "--endpoint", "endpoint_id", type=click.UUID, help="With --failed: the endpoint whose deliveries to re-send."
+)
+@click.option("--failed", is_flag=True, help="Every failed delivery of --endpoint made in [--since, --until).")
+@click.option("--since", type=click.DateTime(), help="UTC.")
+@click.option("--until", type=click.DateTime(), help="UTC; default now.")
+def webhooks_resend(
+    delivery_id: uuid.UUID | None,
+    endpoint_id: uuid.UUID | None,
+    failed: bool,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> None:
+    """Re-send one delivery, or every failed delivery of an endpoint in a time range."""
+    from roadie.webhooks import endpoints
+
+    async def one(target: uuid.UUID) -> list[uuid.UUID]:
+        async with async_transaction() as session:
+            delivery = await endpoints.find_delivery(session, target, None)
+            await endpoints.resend(session, delivery, _actor())
+            return [target]
+
+    async def many(target: uuid.UUID, start: dt.datetime) -> list[uuid.UUID]:
+        end = until.replace(tzinfo=dt.UTC) if until else dt.datetime.now(dt.UTC)
+        async with async_transaction() as session:
+            endpoint = await endpoints.find(session, target, None, lock=True)
+            return await endpoints.resend_failed(session, endpoint, start.replace(tzinfo=dt.UTC), end, _actor())
+
+    if delivery_id is not None and endpoint_id is None and not failed:
+        one_id = delivery_id
+        resent = _run(lambda: one(one_id))
+    elif delivery_id is None and endpoint_id is not None and failed and since is not None:
+        every_of, start = endpoint_id, since
+        resent = _run(lambda: many(every_of, start))
+    else:
+        raise click.UsageError("give a delivery id, or --endpoint ID --failed --since TIME [--until TIME]")
+    click.echo(f"re-sending {len(resent)} deliver{'y' if len(resent) == 1 else 'ies'}")
+    for target in resent:
+        click.echo(str(target))
 
 
 @main.command("status")

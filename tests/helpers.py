@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +92,53 @@ def screenshot(page: Page, name: str) -> Path:
     page.screenshot(path=path, full_page=True)
     assert height <= MAX_PAGE_HEIGHT_PX, f"{name} is {height} px tall (screenshot: {path})"
     return path
+
+
+def register_webhook(client: httpx.Client, url: str = "", events: list[str] | None = None) -> dict[str, Any]:
+    """A new webhook endpoint of the client (to RECEIVER unless given), with its secret."""
+    body = {"url": url or RECEIVER, "events": events or ["job.succeeded", "job.failed"]}
+    response = client.post("/v1/webhooks", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+#: A webhook URL that never resolves (.invalid): a delivery to it is tried and recorded, but nothing is posted.
+RECEIVER = "https://receiver.invalid/hooks"
+
+
+def webhook_delivery(
+    endpoint_id: str, status: str, *, attempts: int = 0, created_at: dt.datetime | None = None
+) -> uuid.UUID:
+    """An event and its delivery to the endpoint, as the relay and the webhooks pool leave them."""
+    from models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+    from roadie.db import transaction
+
+    with transaction() as session:
+        endpoint = session.get(WebhookEndpoint, uuid.UUID(endpoint_id))
+        assert endpoint is not None
+        event = WebhookEvent(type="job.failed", client_id=endpoint.client_id, data={"job_id": str(uuid.uuid4())})
+        session.add(event)
+        session.flush()
+        row = WebhookDelivery(
+            event_id=event.id, endpoint_id=endpoint.id, url=endpoint.url, status=status, attempts=attempts
+        )
+        if created_at is not None:
+            row.created_at = created_at
+        session.add(row)
+        session.flush()
+        for number in range(1, attempts + 1):
+            session.add(
+                WebhookAttempt(
+                    delivery_id=row.id,
+                    number=number,
+                    started_at=dt.datetime.now(dt.UTC),
+                    status_code=500,
+                    latency_ms=12 * number,
+                    response_excerpt="x" * 2048,
+                    error="the receiver answered 500",
+                )
+            )
+        return row.id
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20) -> Any:

@@ -21,9 +21,10 @@ from starlette.routing import Route
 from api.console import create_console
 from api.console_dashboard import Dashboard, dashboard
 from models.platform import ApiClient, ConsoleSession, Job, JobAttempt
+from models.webhooks import WebhookDelivery
 from roadie.db import async_transaction, transaction
 from tests.conftest import create_key
-from tests.helpers import chromium_page, screenshot, submit, wait_for_job
+from tests.helpers import chromium_page, register_webhook, screenshot, submit, wait_for_job, webhook_delivery
 
 
 def csrf_token(html: str) -> str:
@@ -151,6 +152,8 @@ FORM_FIELDS: dict[str, Callable[[str], dict[str, str]]] = {
     "console.pause": lambda key: {"kind": "queue", "name": "media"},
     "console.resume": lambda key: {"kind": "queue", "name": "media"},
     "console.drive_schedule": lambda key: {"name": "ledger_check"},  # the action (path) is disable
+    "console.resend_delivery": lambda key: {},
+    "console.resend_failed": lambda key: {"since": "2000-01-01T00:00:00", "until": "2100-01-01T00:00:00"},
 }
 
 
@@ -164,9 +167,14 @@ def console_forms() -> list[Route]:
 
 
 @pytest.mark.usefixtures("worker")
-def test_every_console_form_refuses_a_post_without_the_sessions_csrf_token(api_url: str, client: httpx.Client) -> None:
+def test_every_console_form_refuses_a_post_without_the_sessions_csrf_token(
+    api_url: str, client: httpx.Client, make_client: Callable[..., httpx.Client]
+) -> None:
     failed = wait_for_job(client, submit(client, {"fail": "permanent", "fail_times": 1})["id"], "failed")["id"]
-    params = {"job_id": failed, "action": "disable"}
+    endpoint_id = str(register_webhook(make_client("webhooks:write"))["id"])
+    failed_delivery = webhook_delivery(endpoint_id, "failed", attempts=1)
+    webhook_delivery(endpoint_id, "failed", attempts=1)
+    params = {"job_id": failed, "action": "disable", "endpoint_id": endpoint_id, "delivery_id": str(failed_delivery)}
 
     for route in console_forms():
         key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])
@@ -190,6 +198,9 @@ def test_every_console_form_refuses_a_post_without_the_sessions_csrf_token(api_u
             assert "Form refused" in refused.text
         assert right.status_code == 303, (route.name, right.text)
     assert client.get(f"/v1/jobs/{failed}").json()["reruns"], "the re-run forms did their work"
+    with transaction() as db:
+        jobs = db.scalars(select(WebhookDelivery.job_id).where(WebhookDelivery.endpoint_id == uuid.UUID(endpoint_id)))
+        assert None not in list(jobs), "the re-send forms did their work: each delivery has a new job"
 
 
 @pytest.mark.usefixtures("worker")

@@ -7,6 +7,7 @@ pipeline, a track without a waveform, a deleted track) still render, saying what
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 import uuid
@@ -19,10 +20,11 @@ from sqlalchemy import delete, update
 
 from api.console_job import RAW_JSON_CHARS
 from models.music import Track
+from models.webhooks import WebhookEndpoint
 from roadie.db import transaction
 from tests.conftest import create_key
 from tests.fixtures.media import AudioFiles, post_track
-from tests.helpers import chromium_page, screenshot, submit, wait_for_job
+from tests.helpers import chromium_page, register_webhook, screenshot, submit, wait_for_job, webhook_delivery
 
 pytestmark = pytest.mark.usefixtures("worker", "ipfs_node")
 STAGES = ["transcode", "cover", "analysis", "pin_track", "pin_metadata"]
@@ -139,3 +141,49 @@ def test_a_huge_result_is_collapsed_and_cut_and_a_failed_job_shows_both_attempts
         assert "succeeded" in page.inner_text("#outcomes .legend")
         assert page.locator("#queues-now tbody tr").count() >= 1
         screenshot(page, "dashboard")
+
+
+def test_an_operator_sees_webhook_endpoints_and_their_attempts_and_re_sends_deliveries(
+    api_url: str, make_client: Callable[..., httpx.Client]
+) -> None:
+    app = make_client("webhooks:write", name=f"label-{uuid.uuid4().hex[:6]}")
+    endpoint_id = str(register_webhook(app)["id"])
+    gone_id = str(register_webhook(app, "https://gone.invalid/h", ["track.ready"])["id"])
+    with transaction() as session:
+        session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == uuid.UUID(gone_id))
+            .values(enabled=False, disabled_reason="the receiver answered 410 Gone")
+        )
+    hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    failed = [webhook_delivery(endpoint_id, "failed", attempts=3, created_at=hour_ago) for _ in range(2)]
+    webhook_delivery(endpoint_id, "delivered", attempts=1)
+    key = create_key(f"ops-{uuid.uuid4().hex[:6]}", ["admin"])  # before the browser: its driver runs an event loop
+
+    with chromium_page() as page:
+        sign_in(page, api_url, key)
+        page.click("header a:has-text('Webhooks')")
+        assert "the receiver answered 410 Gone" in page.inner_text(f"#endpoint-{gone_id}")
+        assert page.inner_text(f"#endpoint-{endpoint_id} td:nth-child(7)") == "2"  # failed deliveries
+        screenshot(page, "webhooks")
+
+        page.click(f"#endpoint-{endpoint_id} a")
+        page.wait_for_url(f"**/admin/webhooks/{endpoint_id}")
+        assert page.locator("#deliveries tr.delivery").count() == 3
+        attempts = page.locator(f"#attempts-{failed[0]}")
+        attempts.locator("summary").click()
+        assert attempts.locator("tbody tr").count() == 3
+        assert "the receiver answered 500" in attempts.inner_text()
+        screenshot(page, "webhook-deliveries")
+
+        page.locator(f"#delivery-{failed[0]} button:has-text('Re-send')").click()
+        assert "re-sent by ops-" in page.inner_text("[role=status]")
+        assert page.inner_text(f"#delivery-{failed[0]} .status") == "pending"
+        page.click("#resend-failed button")
+        assert "Re-sent 1 failed delivery" in page.inner_text("[role=status]")
+        assert page.inner_text(f"#delivery-{failed[1]} .status") == "pending"
+        screenshot(page, "webhook-resent")
+
+        page.goto(f"{api_url}/admin/webhooks/{gone_id}")
+        assert "410 Gone" in page.inner_text("#disabled-reason")
+        assert page.locator("#resend-failed").count() == 0

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,8 +81,18 @@ class JobFilter:
         return query
 
 
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
+class Paged(Protocol):
+    """A row listed newest first by (created_at, id): a job, a webhook delivery."""
+
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+def encode_cursor(row: Paged) -> str:
+    raw = json.dumps([row.created_at.isoformat(), str(row.id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
