@@ -84,6 +84,20 @@ def chromium_page() -> Iterator[Page]:
             browser.close()
 
 
+def reload(page: Page) -> None:
+    """Reload ``page``; a live page (a running job's) refreshes itself every few seconds, and a reload that
+    meets that refresh is aborted by the browser, so it is tried again."""
+    from playwright.sync_api import Error
+
+    for attempt in range(3):
+        try:
+            page.reload()
+            return
+        except Error as exc:
+            if "ERR_ABORTED" not in str(exc) or attempt == 2:
+                raise
+
+
 def screenshot(page: Page, name: str) -> Path:
     """The whole page as ``SCREENSHOTS/<name>.png``, after checking it is no taller than a few screens."""
     height = page.evaluate("document.body.scrollHeight")

@@ -24,7 +24,7 @@ from models.platform import ApiClient, ConsoleSession, Job, JobAttempt
 from models.webhooks import WebhookDelivery
 from roadie.db import async_transaction, transaction
 from tests.conftest import create_key
-from tests.helpers import chromium_page, register_webhook, screenshot, submit, wait_for_job, webhook_delivery
+from tests.helpers import chromium_page, register_webhook, reload, screenshot, submit, wait_for_job, webhook_delivery
 
 
 def csrf_token(html: str) -> str:
@@ -233,7 +233,7 @@ def test_an_operator_retries_a_failed_job_from_the_browser(api_url: str, client:
         deadline = time.monotonic() + 30
         while page.inner_text("#job-status") != "succeeded" and time.monotonic() < deadline:
             time.sleep(0.3)
-            page.reload()
+            reload(page)
         screenshot(page, "job-rerun")
         assert page.inner_text("#job-status") == "succeeded"
         assert page.inner_text("#reruns .rerun-by") == operator

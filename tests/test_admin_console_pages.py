@@ -24,7 +24,7 @@ from models.webhooks import WebhookEndpoint
 from roadie.db import transaction
 from tests.conftest import create_key
 from tests.fixtures.media import AudioFiles, post_track
-from tests.helpers import chromium_page, register_webhook, screenshot, submit, wait_for_job, webhook_delivery
+from tests.helpers import chromium_page, register_webhook, reload, screenshot, submit, wait_for_job, webhook_delivery
 
 pytestmark = pytest.mark.usefixtures("worker", "ipfs_node")
 STAGES = ["transcode", "cover", "analysis", "pin_track", "pin_metadata"]
@@ -43,7 +43,7 @@ def reload_until(page: Page, done: Callable[[], bool], timeout: float = 60) -> N
     while not done():
         assert time.monotonic() < deadline, f"{page.url} never showed what was awaited: {page.inner_text('main')}"
         time.sleep(0.2)
-        page.reload()
+        reload(page)
 
 
 @pytest.mark.timeout(600)  # a whole ingest, watched in a browser, on a machine that may be busy
@@ -66,7 +66,7 @@ def test_a_track_ingest_job_shows_its_pipeline_waveform_and_analysis(
         screenshot(page, "track-ingest-running")
 
         wait_for_job(uploader, job_id, "succeeded", timeout=300)
-        page.reload()
+        reload(page)
         assert [s.get_attribute("id") for s in page.locator(".stage").all()] == [f"stage-{n}" for n in STAGES]
         for name in STAGES:
             stage = page.locator(f"#stage-{name}")
@@ -96,7 +96,7 @@ def test_a_track_ingest_job_shows_its_pipeline_waveform_and_analysis(
 
         with transaction() as session:
             session.execute(delete(Track).where(Track.id == uuid.UUID(track_id)))
-        page.reload()
+        reload(page)
         assert "was deleted" in page.inner_text("#track-deleted")
         assert page.locator(".stage").count() == len(STAGES)
         screenshot(page, "track-ingest-deleted-track")
