@@ -117,7 +117,7 @@ class ListFilter(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    status: Literal["failed", "retrying"] | None = None
+    status: Literal["failed", "retrying", "scheduled"] | None = None
     type: str | None = Field(default=None, max_length=100)
     error_code: str | None = Field(default=None, max_length=64)
     created_after: dt.datetime | None = None
@@ -135,7 +135,7 @@ class ListFilter(BaseModel):
         return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
     def listed(self) -> JobFilter:
-        """The jobs the list shows: failed and retrying ones, or one of the two."""
+        """The jobs the list shows: failed and retrying ones, or one of the two, or the delayed ones."""
         statuses = (self.status,) if self.status else LISTED_STATUSES
         return JobFilter(statuses, _one(self.type), self.created_after, self.created_before, self.error_code)
 

@@ -16,6 +16,7 @@ from api.params import TextFilter, Timestamp
 from models.platform import JobStatus
 from roadie.db import async_transaction
 from roadie.jobs import intake
+from roadie.jobs.delays import Delay
 from roadie.jobs.group_commit import group_commit
 from roadie.jobs.intake import IntakeError, JobFilter
 from roadie.jobs.types import job_types
@@ -26,7 +27,7 @@ from roadie.webhooks.urls import CallbackUrl
 IdempotencyKeyHeader = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 
 
-class JobRequest(BaseModel):
+class JobRequest(Delay):
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(min_length=1, max_length=100)
@@ -42,7 +43,7 @@ def job_request_adapter() -> TypeAdapter[Any]:
     variants = [
         create_model(
             f"JobRequest_{name.replace('.', '_')}",
-            __config__=ConfigDict(extra="forbid"),
+            __base__=Delay,
             __doc__=job_type.description,
             type=(Literal[name], ...),  # type: ignore[arg-type]  # a Literal of a runtime value
             payload=(job_type.payload_model, ...),
@@ -115,7 +116,12 @@ async def submit_job(request: Request) -> Response:
             await check_callback_url(session, client.id, job_request.callback_url, "callback_url")
     # Committed (with its outbox row) in one transaction with the jobs of concurrent requests.
     submission = await group_commit().submit(
-        job_type, job_request.payload, client=client, idempotency_key=key, callback_url=job_request.callback_url
+        job_type,
+        job_request.payload,
+        client=client,
+        idempotency_key=key,
+        callback_url=job_request.callback_url,
+        delay=job_request,
     )
     view = job_view(submission.job, base_url=base_url(request))
     headers = {"Location": view.url}

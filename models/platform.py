@@ -25,6 +25,7 @@ from models.base import Base, created_at, updated_at, uuid_pk
 
 
 class JobStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"  # delayed: only in the ledger until its run_at, when the relay publishes it
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -148,6 +149,9 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None]
     heartbeat_at: Mapped[dt.datetime | None]
     next_attempt_at: Mapped[dt.datetime | None]
+    run_at: Mapped[dt.datetime | None] = mapped_column(
+        comment="When a delayed job became or becomes due; null: it was due when accepted."
+    )
 
     client: Mapped[ApiClient | None] = relationship()
     children: Mapped[list[Job]] = relationship(back_populates="parent", order_by="Job.created_at")

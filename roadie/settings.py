@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1_048_576, description="Largest JSON request body the API accepts.")
     idempotency_ttl_hours: int = Field(default=24, ge=24, description="How long Idempotency-Keys are kept.")
+    job_delay_horizon_days: int = Field(
+        default=365, ge=1, le=3650, description="Furthest ahead a job's run_at or delay_s may put it."
+    )
     heartbeat_interval_s: float = Field(default=5.0, gt=0, description="How often a running job beats.")
     heartbeat_timeout_s: float = Field(
         default=30.0, gt=0, description="A running job whose beat is older than this is reaped."

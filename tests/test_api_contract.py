@@ -298,7 +298,7 @@ def test_a_refused_status_filter_names_the_allowed_values_as_plain_words(client:
     (field,) = response.json()["error"]["fields"]
     assert field["field"] == "status.0"
     assert field["reason"] == (
-        "Input should be 'queued', 'running', 'retrying', 'waiting', 'succeeded', 'failed' or 'cancelled'"
+        "Input should be 'scheduled', 'queued', 'running', 'retrying', 'waiting', 'succeeded', 'failed' or 'cancelled'"
     )
 
 

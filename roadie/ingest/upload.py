@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,7 @@ from roadie import blobs
 from roadie.chain.addresses import SolanaWallet
 from roadie.jobs.batches import join_batch
 from roadie.jobs.creation import JobRequest, Submission, fingerprint, insert_jobs, resolve_keys
+from roadie.jobs.delays import Delay
 from roadie.jobs.intake import IntakeError, field_error
 from roadie.jobs.types import job_types
 from roadie.media.ffmpeg import Probe
@@ -37,8 +38,8 @@ ISRC = re.compile(r"[A-Z]{2}[A-Z0-9]{3}[0-9]{7}")  # the same pattern as the tra
 Text = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^\x00]*$")]
 
 
-class TrackFields(BaseModel):
-    """The ``metadata`` part of an upload: a JSON object."""
+class TrackFields(Delay):
+    """The ``metadata`` part of an upload: a JSON object; ``run_at`` or ``delay_s`` delay its ingest."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -171,6 +172,7 @@ async def accept(
         request_fingerprint(fields, audio, cover),
         callback_url=fields.callback_url,
         batch_id=fields.batch_id,
+        delay=fields,
     )
     (settled,) = await resolve_keys(session, [request], now)
     if isinstance(settled, IntakeError):

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from models.platform import ApiClient, IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
 from roadie.db import PreparedStatement, advisory_lock_key
+from roadie.jobs.delays import Delay
 from roadie.jobs.intake import IntakeError, field_error, load_job
 from roadie.jobs.types import JobType
 from roadie.logs import current_request_id
@@ -64,6 +65,7 @@ class NewJob:
     created_at: dt.datetime
     callback_url: str | None = None
     batch_id: uuid.UUID | None = None
+    run_at: dt.datetime | None = None
     parent_id: uuid.UUID | None = None
     progress_stage: str | None = None
     result: dict[str, Any] | None = None
@@ -109,6 +111,8 @@ class JobRequest:
     #: Where the job's own events are also posted (checked by the caller: a safe URL, a signing endpoint).
     callback_url: str | None = None
     batch_id: uuid.UUID | None = None
+    #: When the job runs (``run_at`` or ``delay_s``); by default at once.
+    delay: Delay = field(default_factory=Delay)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -118,7 +122,7 @@ class JobRequest:
         identity: dict[str, Any] = {"type": self.job_type.name, "payload": self.payload}
         if self.callback_url is not None:
             identity["callback_url"] = self.callback_url
-        return fingerprint(identity)
+        return fingerprint(identity | self.delay.identity())
 
 
 def in_flight_error() -> IntakeError:
@@ -191,14 +195,14 @@ async def resolve_keys(session: AsyncSession, requests: Sequence[JobRequest], no
 
 
 def new_job_columns(job_type: JobType, payload: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """The column values of a queued job; it carries the bound request id (the API request's, or
-    the spawning task's)."""
+    """The column values of a new job: queued, or scheduled when it has a ``run_at``; it carries the
+    bound request id (the API request's, or the spawning task's)."""
     fields.setdefault("request_id", current_request_id())
     return {
         "type": job_type.name,
         "queue": job_type.queue,
         "payload": payload,
-        "status": JobStatus.QUEUED,
+        "status": JobStatus.SCHEDULED if fields.get("run_at") is not None else JobStatus.QUEUED,
         "attempts": 0,
         "run_attempts": 0,
         "max_attempts": job_type.max_attempts,
@@ -230,6 +234,7 @@ def enqueue(
 _JOB_COLUMNS = (
     "id", "type", "queue", "payload", "status", "attempts", "run_attempts", "max_attempts", "progress_percent",
     "cancel_requested", "publish_count", "client_id", "idempotency_key", "request_id", "callback_url", "batch_id",
+    "run_at",
 )  # fmt: skip
 
 
@@ -252,10 +257,14 @@ def _insert_statement() -> PreparedStatement:
     new_jobs = (
         insert(Job)
         .from_select(_JOB_COLUMNS, select(*(source.c[name] for name in _JOB_COLUMNS)).join(ApiClient, live))
-        .returning(Job.id, Job.created_at)
+        .returning(Job.id, Job.created_at, Job.run_at)
         .cte("new_jobs")
     )
-    new_outbox = insert(OutboxMessage).from_select(["job_id"], select(new_jobs.c.id)).cte("new_outbox")
+    # A delayed job's row waits in the outbox until its time; the others are due now.
+    due = func.coalesce(new_jobs.c.run_at, func.now())
+    new_outbox = (
+        insert(OutboxMessage).from_select(["job_id", "available_at"], select(new_jobs.c.id, due)).cte("new_outbox")
+    )
     new_events = (
         insert(JobEvent)
         .from_select(
@@ -303,6 +312,7 @@ async def insert_jobs(connection: AsyncConnection, requests: Sequence[JobRequest
             request_id=r.request_id,
             callback_url=r.callback_url,
             batch_id=r.batch_id,
+            run_at=r.delay.due_at(now),
         )
         for r in requests
     ]

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from models.platform import ApiClient
 from roadie.db import async_engine, async_transaction
 from roadie.jobs.creation import JobRequest, Outcome, Submission, insert_jobs, resolve_keys
+from roadie.jobs.delays import Delay
 from roadie.jobs.types import JobType
 
 #: Most requests one transaction takes; a busier moment makes several batches in a row.
@@ -62,10 +63,13 @@ class GroupCommit:
         client: ApiClient,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        delay: Delay | None = None,
     ) -> Submission:
         """Accept one job; returns once it is committed (or raises the request's IntakeError)."""
         future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
-        request = JobRequest(job_type, payload, client, idempotency_key, callback_url=callback_url)
+        request = JobRequest(
+            job_type, payload, client, idempotency_key, callback_url=callback_url, delay=delay or Delay()
+        )
         self._pending.append((request, future))
         if len(self._flushers) < self.max_in_flight:
             flusher = asyncio.create_task(self._flush())

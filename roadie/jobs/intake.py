@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -131,6 +131,11 @@ async def cancel(session: AsyncSession, job: Job, actor: str) -> Job:
     else:
         job.status, job.cancel_requested, job.finished_at = JobStatus.CANCELLED, True, func.now()
         session.add(JobEvent(job_id=job.id, kind="cancelled", actor=actor, attempt=job.attempts))
+        # Its unpublished row (a delayed job's may wait for months) has nothing left to publish. One the
+        # relay holds is skipped, not waited for (the relay locks rows, then jobs: this order would
+        # deadlock); it is published, and the worker's claim refuses the cancelled job.
+        unpublished = select(OutboxMessage.id).where(OutboxMessage.job_id == job.id).with_for_update(skip_locked=True)
+        await session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(unpublished)))
     await session.flush()
     return await load_job(session, job.id)
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 import psycopg
-from sqlalchemy import and_, bindparam, delete, exists, func, null, or_, select, union_all, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, null, or_, select, union_all, update
 from sqlalchemy.engine import CursorResult, make_url
 
 from models.controls import paused
@@ -84,7 +84,12 @@ def _take_due_statement() -> PreparedStatement:
     marked = (
         update(Job)
         .where(Job.id.in_(select(taken.c.job_id)))
-        .values(published_at=func.now(), publish_count=Job.publish_count + 1)
+        .values(
+            published_at=func.now(),
+            publish_count=Job.publish_count + 1,
+            # A delayed job that came due is on its way to a worker now, like any queued job.
+            status=case((Job.status == JobStatus.SCHEDULED, JobStatus.QUEUED.value), else_=Job.status),
+        )
         .returning(Job.id, Job.type, Job.queue, Job.request_id)
         .cte("marked")
     )

@@ -93,6 +93,7 @@ class JobView(View):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     next_attempt_at: dt.datetime | None
+    run_at: dt.datetime | None = Field(description="A delayed job's due time; null when it was due on acceptance.")
     children: list[ChildJob] = Field(default_factory=list)
     reruns: list[Rerun] = Field(default_factory=list)
     attempt_history: list[Attempt] = Field(default_factory=list)
@@ -128,6 +129,7 @@ def job_view(job: Job | NewJob, *, base_url: str = "", admin: bool = False) -> J
         started_at=job.started_at,
         finished_at=job.finished_at,
         next_attempt_at=job.next_attempt_at,
+        run_at=job.run_at,
     )
     if "children" in loaded:
         view.children = [
