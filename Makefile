@@ -54,6 +54,7 @@ bench: install ipfs-node
 	$(BIN)/python -m bench.transcode
 	$(BIN)/python -m bench.analysis
 	$(BIN)/python -m bench.webhooks
+	$(BIN)/python -m bench.retention
 
 clean:
 	rm -rf $(VENV) site .roadie .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,11 +175,13 @@ class Process(ProcessGroup):
         return total
 
 
-def postgres_cpu_seconds(database: str = BENCH_DATABASE) -> float:
-    """CPU so far of the PostgreSQL backends serving ``database`` (those still connected)."""
+def postgres_cpu_seconds(database: str = BENCH_DATABASE, exclude: Collection[int] = ()) -> float:
+    """CPU so far of the PostgreSQL backends serving ``database`` (those still connected), but those in ``exclude``."""
     total = 0.0
     for process in psutil.process_iter(["name", "cmdline"]):
         with suppress(psutil.Error):
+            if process.pid in exclude:
+                continue
             if process.info["name"] == "postgres" and f" {database} " in " ".join(process.info["cmdline"] or ()):
                 times = process.cpu_times()
                 total += times.user + times.system

@@ -231,7 +231,8 @@ class IdempotencyKey(Base):
     client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_clients.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))
-    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # Indexed: retention asks which jobs a live key keeps, and deleting a job cascades to its key.
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     created_at: Mapped[dt.datetime] = created_at()
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     schedule_release_held: str = Field(
         default="every 15s", description="Beat: release outbox rows held for a pause that was lifted."
     )
+    schedule_purge_finished_jobs: str = Field(
+        default="every 5m", description="Beat: delete finished jobs past ROADIE_JOB_RETENTION_DAYS."
+    )
+    job_retention_days: int = Field(
+        default=30, ge=1, description="Finished jobs older than this are deleted (money and chain evidence never)."
+    )
     schedule_sweep_scratch: str = Field(
         default="every 5m", description="Beat: remove scratch folders of media work whose worker died."
     )

@@ -48,6 +48,7 @@ SCHEDULED_TASKS: dict[str, str] = {
     "ledger_check": "ledger.beat_check",
     "indexer_tick": "indexer.tick",
     "sweep_scratch": "media.sweep_scratch",
+    "purge_finished_jobs": "platform.purge_finished_jobs",
 }
 
 #: Delivery options of entries that do not go to ``default`` or must not pile up behind a busy consumer.
@@ -55,6 +56,8 @@ SCHEDULE_OPTIONS: dict[str, dict[str, Any]] = {
     "indexer_tick": {"queue": "indexer", "expires": 30},
     # Where the scratch folders are; behind a backlog of transcodes the next one will do.
     "sweep_scratch": {"queue": "media", "expires": 300},
+    # A run takes up to a minute on a backlog; on a busy default queue the next one carries on.
+    "purge_finished_jobs": {"expires": 300},
 }
 
 

@@ -1,4 +1,5 @@
-"""The platform's own job type, ``platform.echo``; housekeeping runs inside beat (``schedules/beat.py``)."""
+"""The platform's own job type, ``platform.echo``, and retention's run; the rest of housekeeping runs
+inside beat (``schedules/beat.py``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import logging
 import time
 from typing import Any, Literal
 
+from celery import shared_task
 from pydantic import BaseModel, ConfigDict, Field
 
+from roadie.jobs import retention
 from roadie.jobs.errors import PermanentError, TransientError
 from roadie.jobs.runtime import JobContext
 from roadie.jobs.types import job_type
@@ -49,3 +52,9 @@ def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
     # At DEBUG: a no-op job should not cost a log line. Redacted like every line: secrets never reach the log.
     log.debug("echo.payload", extra={"payload": result})
     return result
+
+
+@shared_task(name="platform.purge_finished_jobs", ignore_result=True, soft_time_limit=300, time_limit=360)
+def purge_finished_jobs() -> int:
+    """Beat's retention run on a worker, not in beat: a minute of deleting must not delay the money schedules."""
+    return retention.purge_finished_jobs().jobs
