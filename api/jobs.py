@@ -16,9 +16,9 @@ from api.params import TextFilter, Timestamp
 from models.platform import JobStatus
 from roadie.db import async_transaction
 from roadie.jobs import intake
-from roadie.jobs.delays import Delay
 from roadie.jobs.group_commit import group_commit
 from roadie.jobs.intake import IntakeError, JobFilter
+from roadie.jobs.options import RunOptions
 from roadie.jobs.types import job_types
 from roadie.jobs.views import JobView, job_view
 from roadie.webhooks.dispatch import check_callback_url
@@ -27,7 +27,7 @@ from roadie.webhooks.urls import CallbackUrl
 IdempotencyKeyHeader = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 
 
-class JobRequest(Delay):
+class JobRequest(RunOptions):
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(min_length=1, max_length=100)
@@ -43,7 +43,7 @@ def job_request_adapter() -> TypeAdapter[Any]:
     variants = [
         create_model(
             f"JobRequest_{name.replace('.', '_')}",
-            __base__=Delay,
+            __base__=RunOptions,
             __doc__=job_type.description,
             type=(Literal[name], ...),  # type: ignore[arg-type]  # a Literal of a runtime value
             payload=(job_type.payload_model, ...),
@@ -121,7 +121,7 @@ async def submit_job(request: Request) -> Response:
         client=client,
         idempotency_key=key,
         callback_url=job_request.callback_url,
-        delay=job_request,
+        options=job_request,
     )
     view = job_view(submission.job, base_url=base_url(request))
     headers = {"Location": view.url}

@@ -108,6 +108,7 @@ def main() -> int:
 
     with Bench() as bench:
         from bench.common import create_api_key
+        from workers.app import redis_queue_length
 
         relay = bench.relay()
         headers = [f"Authorization: Bearer {create_api_key()}"]
@@ -130,7 +131,7 @@ def main() -> int:
             )
             drain_s = time.monotonic() - drain_started if backlog else 0.0
             ledger_jobs = sql_count(db, "SELECT count(*) FROM jobs")
-            roadie_queued = int(redis_client.llen("default"))
+            roadie_queued = redis_queue_length(redis_client, "default")
         relay.stop()
         if ledger_jobs != roadie.accepted:
             problems.append(f"roadie: {ledger_jobs} jobs in the ledger but {roadie.accepted} responses were 202")
@@ -144,7 +145,7 @@ def main() -> int:
         )
         baseline = load(bench, "baseline", "bench.bare_app:app", headers, args)
         with broker() as redis_client:
-            baseline_queued = int(redis_client.llen("default"))
+            baseline_queued = redis_queue_length(redis_client, "default")
         if baseline_queued != baseline.accepted:
             problems.append(f"baseline: {baseline_queued} messages on the broker but {baseline.accepted} 202s")
 

@@ -82,11 +82,13 @@ def timed(
     celery_app: Any, worker: Process, jobs: int, publish: Callable[[], None], done: Callable[[], bool]
 ) -> SideResult:
     """Publish while the worker is paused, then time from ``add_consumer`` until ``done``."""
+    from workers.app import redis_queue_length
+
     started = time.perf_counter()
     publish()
     publish_s = time.perf_counter() - started
     with broker() as redis_client:
-        queued = int(redis_client.llen(QUEUE))
+        queued = redis_queue_length(redis_client, QUEUE)
     if queued != jobs:
         raise RuntimeError(f"{queued} messages on {QUEUE!r} before t0, expected {jobs}")
     cpu_before, pg_before = worker.cpu_seconds(), postgres_cpu_seconds()

@@ -39,6 +39,9 @@ class JobStatus(enum.StrEnum):
         return frozenset({cls.SUCCEEDED, cls.FAILED, cls.CANCELLED})
 
 
+#: A job's priority: 0 (lowest) to 9 (highest); among the jobs waiting on a queue, higher ones go first.
+PRIORITY_MIN, PRIORITY_DEFAULT, PRIORITY_MAX = 0, 5, 9
+
 #: jobs: any job type; tracks: uploads (issue 3); plays/sales: listening and sale events, ledger: balances
 #: and payouts (issue 5); admin: everything, plus re-runs.
 SCOPES = (
@@ -103,6 +106,7 @@ class Job(Base):
     __table_args__ = (
         CheckConstraint(_in_list("status", tuple(JobStatus)), name="known_status"),
         CheckConstraint("progress_percent BETWEEN 0 AND 100", name="progress_is_percent"),
+        CheckConstraint(f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="priority_in_range"),
         CheckConstraint("attempts >= 0 AND run_attempts >= 0 AND run_attempts <= attempts", name="attempt_counts"),
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_created_at", "status", "created_at"),
@@ -123,6 +127,9 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_attempts: Mapped[int] = mapped_column(Integer, default=0, comment="Attempts since the last (re-)run.")
     max_attempts: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, default=PRIORITY_DEFAULT, server_default=str(PRIORITY_DEFAULT), comment="0 lowest, 9 highest."
+    )
     progress_percent: Mapped[int] = mapped_column(SmallInteger, default=0)
     progress_stage: Mapped[str | None] = mapped_column(String(100))
     result: Mapped[dict[str, Any] | None]

@@ -21,13 +21,15 @@ from tests.conftest import ROOT
 
 RABBITMQ_URL = os.environ.get("ROADIE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
-#: submit -> succeed, transient retry, a SIGKILLed pool child redelivered, /readyz, Flower watching the worker.
+#: submit -> succeed, transient retry, a SIGKILLed pool child redelivered, /readyz, Flower watching the worker,
+#: a high priority overtaking a backlog (x-max-priority queues).
 SUBSET = [
     "tests/test_jobs_api.py::test_an_echo_job_is_accepted_then_succeeds_with_its_payload_as_result",
     "tests/test_jobs_api.py::test_a_transient_failure_is_retried_with_backoff_until_it_succeeds",
     "tests/test_durability.py::test_a_sigkilled_pool_child_s_job_is_redelivered_and_completes_exactly_once",
     "tests/test_api_contract.py::test_health_and_readiness",
     "tests/test_flower.py::test_a_job_run_by_the_worker_appears_in_flower_s_task_list",
+    "tests/test_priorities.py::test_a_high_priority_job_starts_before_a_backlog_of_500_low_priority_ones_drains",
 ]
 
 

@@ -7,16 +7,25 @@ Pools (run one worker command per pool; see the README):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
+from models.platform import PRIORITY_DEFAULT, PRIORITY_MAX
 from roadie.db import dispose_engines, use_role
 from roadie.heap import freeze_startup_heap
 from roadie.settings import get_settings
 from schedules.beat import beat_schedule
 from workers import telemetry  # noqa: F401 - connects the JSON logging and metrics signal handlers
 from workers.base import bind_job_types
+
+#: Kombu's Redis transport keeps a queue's messages in one list per priority step and pops the lists
+#: in order (0 first); ten steps give the API's ten priorities each a list of its own.
+REDIS_PRIORITY_STEPS = list(range(PRIORITY_MAX + 1))
+#: Between a queue's name and its step in a list's name (kombu's own default, stated so the two agree).
+REDIS_PRIORITY_SEPARATOR = "\x06\x16"
+if TYPE_CHECKING:
+    from redis import Redis
 
 VISIBILITY_TIMEOUT_S = 7200  # above the longest transcode; the ledger's reaper recovers lost jobs sooner
 #: AMQP heartbeat: after a network cut RabbitMQ drops the dead connection within about two of these, so a
@@ -58,7 +67,17 @@ def create_app() -> Celery:
         broker_connection_max_retries=None,
         broker_channel_error_retry=True,
         broker_heartbeat=BROKER_HEARTBEAT_S,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "priority_steps": REDIS_PRIORITY_STEPS,
+            "sep": REDIS_PRIORITY_SEPARATOR,
+            "queue_order_strategy": "priority",
+        },
+        # RabbitMQ: every queue is declared with x-max-priority (a queue declared before without it must
+        # be deleted once, drained, for this to apply: see docs/controls.md).
+        task_queue_max_priority=PRIORITY_MAX,
+        # Beat's own tasks, and anything sent without a priority, rank as a default job.
+        task_default_priority=broker_priority(PRIORITY_DEFAULT, settings.celery_broker_url),
         task_routes=_route,
         beat_schedule=beat_schedule(settings),
         beat_scheduler="schedules.beat:Scheduler",  # runs housekeeping in beat's own process
@@ -66,6 +85,22 @@ def create_app() -> Celery:
         enable_utc=True,
     )
     return app
+
+
+def broker_priority(priority: int | None, broker_url: str | None = None) -> int:
+    """A job's priority (0 lowest, 9 highest; None: the default) as the broker ranks messages.
+
+    RabbitMQ delivers higher numbers first; kombu's Redis transport pops priority 0's list first.
+    """
+    ranked = PRIORITY_DEFAULT if priority is None else priority
+    url = broker_url or get_settings().celery_broker_url
+    return PRIORITY_MAX - ranked if url.startswith(("redis://", "rediss://")) else ranked
+
+
+def redis_queue_length(client: Redis, queue: str) -> int:
+    """Messages waiting on ``queue`` on a Redis broker: its lists summed, one per priority step, as kombu names them."""
+    names = [queue if step == 0 else f"{queue}{REDIS_PRIORITY_SEPARATOR}{step}" for step in REDIS_PRIORITY_STEPS]
+    return sum(int(client.llen(name)) for name in names)
 
 
 def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:

@@ -91,6 +91,7 @@ def _start_child(session: Session, parent: Job, stage: Stage, track_id: uuid.UUI
         detail={"parent_id": str(parent.id)},
         parent_id=parent.id,
         client_id=parent.client_id,
+        priority=parent.priority,  # an upload asked to overtake a backfill does so at every stage
     )
 
 

@@ -27,8 +27,8 @@ from roadie import blobs
 from roadie.chain.addresses import SolanaWallet
 from roadie.jobs.batches import join_batch
 from roadie.jobs.creation import JobRequest, Submission, fingerprint, insert_jobs, resolve_keys
-from roadie.jobs.delays import Delay
 from roadie.jobs.intake import IntakeError, field_error
+from roadie.jobs.options import RunOptions
 from roadie.jobs.types import job_types
 from roadie.media.ffmpeg import Probe
 from roadie.webhooks.dispatch import check_callback_url
@@ -38,7 +38,7 @@ ISRC = re.compile(r"[A-Z]{2}[A-Z0-9]{3}[0-9]{7}")  # the same pattern as the tra
 Text = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^\x00]*$")]
 
 
-class TrackFields(Delay):
+class TrackFields(RunOptions):
     """The ``metadata`` part of an upload: a JSON object; ``run_at`` or ``delay_s`` delay its ingest."""
 
     model_config = ConfigDict(extra="forbid")
@@ -172,7 +172,7 @@ async def accept(
         request_fingerprint(fields, audio, cover),
         callback_url=fields.callback_url,
         batch_id=fields.batch_id,
-        delay=fields,
+        options=fields,
     )
     (settled,) = await resolve_keys(session, [request], now)
     if isinstance(settled, IntakeError):

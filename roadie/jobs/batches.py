@@ -22,6 +22,7 @@ from models.webhooks import Batch
 from roadie.db import advisory_lock_key
 from roadie.jobs.creation import JobRequest, fingerprint, in_flight_error, insert_jobs, replays
 from roadie.jobs.intake import IntakeError, field_error
+from roadie.jobs.options import RunOptions
 from roadie.jobs.types import JobType
 from roadie.logs import current_request_id
 from roadie.settings import get_settings
@@ -31,7 +32,9 @@ from roadie.webhooks.urls import CallbackUrl
 MAX_BATCH = 1000
 
 
-class BatchJob(BaseModel):
+class BatchJob(RunOptions):
+    """One job of the batch; ``run_at``, ``delay_s`` and ``priority`` as on ``POST /v1/jobs``."""
+
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(min_length=1, max_length=100)
@@ -104,7 +107,7 @@ async def create_batch(
     session.add(batch)
     await session.flush()
     requests = [
-        JobRequest(job_type, job.payload, client, batch_id=batch.id)
+        JobRequest(job_type, job.payload, client, batch_id=batch.id, options=job)
         for job_type, job in zip(job_types_, request.jobs, strict=True)
     ]
     outcomes = await insert_jobs(await session.connection(), requests, now) if requests else []

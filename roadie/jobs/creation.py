@@ -30,10 +30,19 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from models.platform import ApiClient, IdempotencyKey, Job, JobAttempt, JobEvent, JobStatus, OutboxMessage
+from models.platform import (
+    PRIORITY_DEFAULT,
+    ApiClient,
+    IdempotencyKey,
+    Job,
+    JobAttempt,
+    JobEvent,
+    JobStatus,
+    OutboxMessage,
+)
 from roadie.db import PreparedStatement, advisory_lock_key
-from roadie.jobs.delays import Delay
 from roadie.jobs.intake import IntakeError, field_error, load_job
+from roadie.jobs.options import RunOptions
 from roadie.jobs.types import JobType
 from roadie.logs import current_request_id
 from roadie.settings import get_settings
@@ -66,6 +75,7 @@ class NewJob:
     callback_url: str | None = None
     batch_id: uuid.UUID | None = None
     run_at: dt.datetime | None = None
+    priority: int = PRIORITY_DEFAULT
     parent_id: uuid.UUID | None = None
     progress_stage: str | None = None
     result: dict[str, Any] | None = None
@@ -112,7 +122,7 @@ class JobRequest:
     callback_url: str | None = None
     batch_id: uuid.UUID | None = None
     #: When the job runs (``run_at`` or ``delay_s``); by default at once.
-    delay: Delay = field(default_factory=Delay)
+    options: RunOptions = field(default_factory=RunOptions)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -122,7 +132,7 @@ class JobRequest:
         identity: dict[str, Any] = {"type": self.job_type.name, "payload": self.payload}
         if self.callback_url is not None:
             identity["callback_url"] = self.callback_url
-        return fingerprint(identity | self.delay.identity())
+        return fingerprint(identity | self.options.identity())
 
 
 def in_flight_error() -> IntakeError:
@@ -206,6 +216,7 @@ def new_job_columns(job_type: JobType, payload: dict[str, Any], **fields: Any) -
         "attempts": 0,
         "run_attempts": 0,
         "max_attempts": job_type.max_attempts,
+        "priority": job_type.priority,
         "progress_percent": 0,
         "cancel_requested": False,
         "publish_count": 0,
@@ -234,7 +245,7 @@ def enqueue(
 _JOB_COLUMNS = (
     "id", "type", "queue", "payload", "status", "attempts", "run_attempts", "max_attempts", "progress_percent",
     "cancel_requested", "publish_count", "client_id", "idempotency_key", "request_id", "callback_url", "batch_id",
-    "run_at",
+    "run_at", "priority",
 )  # fmt: skip
 
 
@@ -312,7 +323,8 @@ async def insert_jobs(connection: AsyncConnection, requests: Sequence[JobRequest
             request_id=r.request_id,
             callback_url=r.callback_url,
             batch_id=r.batch_id,
-            run_at=r.delay.due_at(now),
+            run_at=r.options.due_at(now),
+            priority=r.options.priority if r.options.priority is not None else r.job_type.priority,
         )
         for r in requests
     ]

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from models.platform import ApiClient
 from roadie.db import async_engine, async_transaction
 from roadie.jobs.creation import JobRequest, Outcome, Submission, insert_jobs, resolve_keys
-from roadie.jobs.delays import Delay
+from roadie.jobs.options import RunOptions
 from roadie.jobs.types import JobType
 
 #: Most requests one transaction takes; a busier moment makes several batches in a row.
@@ -63,12 +63,12 @@ class GroupCommit:
         client: ApiClient,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
-        delay: Delay | None = None,
+        options: RunOptions | None = None,
     ) -> Submission:
         """Accept one job; returns once it is committed (or raises the request's IntakeError)."""
         future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
         request = JobRequest(
-            job_type, payload, client, idempotency_key, callback_url=callback_url, delay=delay or Delay()
+            job_type, payload, client, idempotency_key, callback_url=callback_url, options=options or RunOptions()
         )
         self._pending.append((request, future))
         if len(self._flushers) < self.max_in_flight:

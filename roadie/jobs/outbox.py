@@ -49,6 +49,7 @@ class _Due(NamedTuple):
     job_type: str | None  # None: held, its queue or job type is paused
     queue: str
     request_id: str | None
+    priority: int | None
 
 
 @lru_cache(maxsize=1)
@@ -90,13 +91,13 @@ def _take_due_statement() -> PreparedStatement:
             # A delayed job that came due is on its way to a worker now, like any queued job.
             status=case((Job.status == JobStatus.SCHEDULED, JobStatus.QUEUED.value), else_=Job.status),
         )
-        .returning(Job.id, Job.type, Job.queue, Job.request_id)
+        .returning(Job.id, Job.type, Job.queue, Job.request_id, Job.priority)
         .cte("marked")
     )
-    published = select(taken.c.id, taken.c.job_id, marked.c.type, marked.c.queue, marked.c.request_id).join(
-        marked, marked.c.id == taken.c.job_id
-    )
-    kept = select(held.c.id, held.c.job_id, null(), null(), null())
+    published = select(
+        taken.c.id, taken.c.job_id, marked.c.type, marked.c.queue, marked.c.request_id, marked.c.priority
+    ).join(marked, marked.c.id == taken.c.job_id)
+    kept = select(held.c.id, held.c.job_id, null(), null(), null(), null())
     both = union_all(published, kept)
     return PreparedStatement(both.order_by(both.selected_columns[0]))
 
@@ -107,7 +108,7 @@ def relay_once(limit: int = RELAY_BATCH) -> int:
     A crash after publishing but before commit re-sends those rows: duplicates are dropped
     when a worker tries to claim a job that is no longer waiting.
     """
-    from workers.app import app
+    from workers.app import app, broker_priority
 
     with sync_engine().begin() as connection:
         taken = [_Due(*row) for row in _take_due_statement().fetchall_on(connection, limit=limit)]
@@ -129,6 +130,7 @@ def relay_once(limit: int = RELAY_BATCH) -> int:
                     args=[job_id],
                     task_id=f"{job_id}.{row.outbox_id}",
                     queue=row.queue,
+                    priority=broker_priority(row.priority),
                     producer=producer,
                     headers={REQUEST_ID_HEADER: row.request_id} if row.request_id else None,
                     declare=[],

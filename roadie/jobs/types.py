@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from models.platform import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
+
 if TYPE_CHECKING:
     from roadie.jobs.runtime import JobContext
 
@@ -31,6 +33,8 @@ class JobType:
     description: str = ""
     #: The scope a client needs to submit it; most job types need only ``jobs:write``.
     scope: str = "jobs:write"
+    #: Its jobs' priority when the request names none (0 lowest, 9 highest).
+    priority: int = PRIORITY_DEFAULT
 
 
 _REGISTRY: dict[str, JobType] = {}
@@ -45,10 +49,13 @@ def job_type(
     soft_time_limit_s: int = 300,
     hard_time_limit_s: int = 360,
     scope: str = "jobs:write",
+    priority: int = PRIORITY_DEFAULT,
 ) -> Callable[[Handler], Handler]:
     """Declare a job type whose handler is the decorated plain function."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"priority {priority} is not {PRIORITY_MIN}-{PRIORITY_MAX}")
 
     def register(handler: Handler) -> Handler:
         if name in _REGISTRY:
@@ -62,6 +69,7 @@ def job_type(
             soft_time_limit_s=soft_time_limit_s,
             hard_time_limit_s=hard_time_limit_s,
             scope=scope,
+            priority=priority,
             description=(handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else "",
         )
         return handler

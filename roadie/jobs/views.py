@@ -94,6 +94,7 @@ class JobView(View):
     finished_at: dt.datetime | None
     next_attempt_at: dt.datetime | None
     run_at: dt.datetime | None = Field(description="A delayed job's due time; null when it was due on acceptance.")
+    priority: int = Field(ge=0, le=9, description="0 (lowest) to 9 (highest).")
     children: list[ChildJob] = Field(default_factory=list)
     reruns: list[Rerun] = Field(default_factory=list)
     attempt_history: list[Attempt] = Field(default_factory=list)
@@ -130,6 +131,7 @@ def job_view(job: Job | NewJob, *, base_url: str = "", admin: bool = False) -> J
         finished_at=job.finished_at,
         next_attempt_at=job.next_attempt_at,
         run_at=job.run_at,
+        priority=job.priority,
     )
     if "children" in loaded:
         view.children = [

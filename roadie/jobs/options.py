@@ -1,4 +1,4 @@
-"""Delayed jobs: a request's ``run_at`` or ``delay_s``, and when its job becomes due.
+"""How a client asks a job to run: when (``run_at`` or ``delay_s``) and how urgently (``priority``).
 
 A delayed job is inserted ``scheduled`` with its outbox row's ``available_at`` at its due time, so
 the relay publishes it then (at most a relay poll late) and a broker flush or a restart before then
@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
+from models.platform import PRIORITY_MAX, PRIORITY_MIN
 from roadie.settings import get_settings
 
 #: The schema's bound on delay_s (ten years); the configured horizon is usually much nearer.
@@ -22,8 +23,9 @@ def _horizon() -> dt.timedelta:
     return dt.timedelta(days=get_settings().job_delay_horizon_days)
 
 
-class Delay(BaseModel):
-    """When a job runs: not before ``run_at``, or ``delay_s`` after it is accepted; with neither, at once."""
+class RunOptions(BaseModel):
+    """When a job runs: not before ``run_at``, or ``delay_s`` after it is accepted; with neither, at once.
+    And its ``priority``: among the jobs waiting on its queue, a higher one is handed to a worker first."""
 
     run_at: AwareDatetime | None = Field(
         default=None,
@@ -35,6 +37,13 @@ class Delay(BaseModel):
         le=MAX_DELAY_S,
         allow_inf_nan=False,
         description="Seconds from acceptance; not with run_at. At most ROADIE_JOB_DELAY_HORIZON_DAYS.",
+    )
+
+    priority: int | None = Field(
+        default=None,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description="0 (lowest) to 9 (highest); default: the job type's, 5 for most.",
     )
 
     @field_validator("run_at")
@@ -66,4 +75,4 @@ class Delay(BaseModel):
     def identity(self) -> dict[str, Any]:
         """What the request asked for, as given, for its Idempotency-Key fingerprint (a retry of
         ``delay_s: 60`` is the same request, though its due time would differ)."""
-        return self.model_dump(mode="json", include={"run_at", "delay_s"}, exclude_none=True)
+        return self.model_dump(mode="json", include={"run_at", "delay_s", "priority"}, exclude_none=True)
