@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, delete, exists, select, text
+from sqlalchemy import ColumnElement, and_, delete, exists, func, select, text
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, aliased
 
@@ -100,27 +100,34 @@ def _purge_jobs(
 
 
 def _purge_batches(cutoff: dt.datetime, now: dt.datetime, limit: int) -> tuple[int, int]:
-    """One transaction: up to ``limit`` batches that completed before the cutoff, each with all its jobs."""
+    """One transaction: up to ``limit`` batches that completed before the cutoff, each with all its jobs.
+
+    A batch's jobs are locked before its row, the order in which a job's own status change (a re-run)
+    takes them (the batch counters' trigger), so the two never deadlock; a batch with a job another
+    transaction holds is left for a later run.
+    """
     member = aliased(Job)
-    doomed = (
-        select(Batch.id)
-        .where(
-            Batch.completed_at < cutoff,
-            ~exists().where(member.batch_id == Batch.id, member.parent_id.is_(None), ~_purgeable(member, cutoff, now)),
-            ~exists().where(IdempotencyKey.batch_id == Batch.id, IdempotencyKey.expires_at > now),
-        )
-        .order_by(Batch.completed_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    purgeable = (
+        Batch.completed_at < cutoff,
+        ~exists().where(member.batch_id == Batch.id, member.parent_id.is_(None), ~_purgeable(member, cutoff, now)),
+        ~exists().where(IdempotencyKey.batch_id == Batch.id, IdempotencyKey.expires_at > now),
     )
+    jobs = batches = 0
     with transaction() as session:
         _no_jit(session)
-        batch_ids = list(session.scalars(doomed))
-        if not batch_ids:
-            return 0, 0
-        jobs = session.execute(delete(Job).where(Job.batch_id.in_(batch_ids), Job.parent_id.is_(None)))
-        session.execute(delete(Batch).where(Batch.id.in_(batch_ids)))
-        return cast("CursorResult[Any]", jobs).rowcount, len(batch_ids)
+        candidates = session.scalars(select(Batch.id).where(*purgeable).order_by(Batch.completed_at).limit(limit))
+        for batch_id in list(candidates):
+            members = select(Job.id).where(Job.batch_id == batch_id)
+            count = session.scalar(select(func.count()).select_from(members.subquery()))
+            if len(session.scalars(members.with_for_update(skip_locked=True)).all()) != count:
+                continue
+            still = select(Batch.id).where(Batch.id == batch_id, *purgeable).with_for_update(skip_locked=True)
+            if session.scalar(still) is None:
+                continue
+            deleted = session.execute(delete(Job).where(Job.batch_id == batch_id, Job.parent_id.is_(None)))
+            session.execute(delete(Batch).where(Batch.id == batch_id))
+            jobs, batches = jobs + cast("CursorResult[Any]", deleted).rowcount, batches + 1
+    return jobs, batches
 
 
 def _no_jit(session: Session) -> None:
