@@ -260,6 +260,40 @@ def keys_revoke(name: str) -> None:
     click.echo(f"revoked {name}")
 
 
+def _quota_value(value: str | None) -> int | None:
+    return None if value in (None, "default") else int(value)
+
+
+@keys.command("quota")
+@click.argument("name")
+@click.option("--per-minute", "per_minute", default=None, help="Jobs accepted per minute; 'default': the setting's.")
+@click.option("--per-day", "per_day", default=None, help="Jobs accepted per day; 'default': the setting's.")
+def keys_quota(name: str, per_minute: str | None, per_day: str | None) -> None:
+    """Set a key's client's own quota of accepted jobs (0 refuses every job); APIs apply it within seconds."""
+    from roadie.quotas import quota_of, set_quota
+
+    try:
+        minute, day = _quota_value(per_minute), _quota_value(per_day)
+    except ValueError as exc:
+        raise click.BadParameter("a quota is a whole number of jobs, or 'default'") from exc
+    if any(value is not None and value < 0 for value in (minute, day)):
+        raise click.BadParameter("a quota is 0 or more")
+
+    async def work() -> str | None:
+        async with async_transaction() as session:
+            client = await set_quota(session, name, minute, day, actor=_actor())
+            if client is None:
+                return None
+            quota = quota_of(client)
+            shown = ["no limit" if n is None else str(n) for n in (quota.jobs_per_minute, quota.jobs_per_day)]
+            return f"{name}: {shown[0]} jobs/minute, {shown[1]} jobs/day"
+
+    line = _run(work)
+    if line is None:
+        raise click.ClickException(f"no live key named {name!r}")
+    click.echo(line)
+
+
 @keys.command("rotate")
 @click.argument("name")
 def keys_rotate(name: str) -> None:
@@ -395,7 +429,7 @@ def jobs_cancel(job_id: uuid.UUID) -> None:
 
     async def work() -> dict[str, Any]:
         async with async_transaction() as session:
-            job = await intake.load_job(session, job_id)
+            job = await intake.load_job(session, job_id, lock=True)  # a worker's claim must not be overwritten
             return job_view(await intake.cancel(session, job, _actor())).plain()
 
     job = _run(work)

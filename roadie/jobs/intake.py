@@ -26,6 +26,8 @@ class IntakeError(Exception):
     def __init__(self, status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields or []
+        #: Headers the answer carries (a 429's Retry-After).
+        self.headers: dict[str, str] = {}
 
 
 def field_error(name: str, reason: str) -> dict[str, str]:
@@ -39,8 +41,10 @@ def _with_details(query: Select[Job]) -> Select[Job]:
     ).execution_options(populate_existing=True)
 
 
-async def load_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
-    job = await session.scalar(_with_details(select(Job).where(Job.id == job_id)))
+async def load_job(session: AsyncSession, job_id: uuid.UUID, *, lock: bool = False) -> Job:
+    """A job with its details; ``lock``: FOR UPDATE, as anything that changes its status needs."""
+    query = select(Job).where(Job.id == job_id)
+    job = await session.scalar(_with_details(query.with_for_update() if lock else query))
     if job is None:
         raise IntakeError(404, "not_found", f"no job {job_id}")
     return job
