@@ -12,7 +12,21 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
-from api import admin, batches, console, health, jobs, ledger, openapi, queues, schedules, telemetry, tracks, webhooks
+from api import (
+    admin,
+    batches,
+    console,
+    health,
+    jobs,
+    ledger,
+    openapi,
+    queues,
+    quotas,
+    schedules,
+    telemetry,
+    tracks,
+    webhooks,
+)
 from api.errors import (
     on_client_disconnect,
     on_dependency_unavailable,
@@ -52,6 +66,7 @@ def create_app() -> Starlette:
             *ledger.routes,
             *admin.routes,
             *queues.routes,
+            *quotas.routes,
             *schedules.routes,
             *webhooks.routes,
             console.mount(),

@@ -15,6 +15,7 @@ from api.errors import json_response
 from api.http import base_url, parse, parse_body, path_uuid, read_json, require, require_scope
 from api.jobs import IdempotencyHeader
 from models.webhooks import Batch
+from roadie import quotas
 from roadie.db import async_transaction
 from roadie.jobs import batches
 from roadie.jobs.batches import BatchRequest
@@ -84,6 +85,7 @@ async def create_batch(request: Request) -> Response:
     types = checked_types(batch_request, client.scopes)
     for job_type in {job_type.name: job_type for job_type in types}.values():
         require_scope(client, job_type.scope, job_type.name)
+    await quotas.charge(client, len(types), key)
     async with async_transaction() as session:
         created = await batches.create_batch(session, client, batch_request, types, idempotency_key=key)
         by_status = await batches.status_counts(session, created.batch.id)

@@ -71,7 +71,7 @@ def validation_error(exc: ValidationError, prefix: str = "") -> IntakeError:
 async def on_intake_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IntakeError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-    return error_response(exc.status, exc.code, exc.message, exc.fields, **headers)
+    return error_response(exc.status, exc.code, exc.message, exc.fields, **headers, **exc.headers)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

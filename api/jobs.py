@@ -14,6 +14,7 @@ from api.errors import json_response
 from api.http import base_url, parse, parse_body, path_uuid, read_json, require, require_scope
 from api.params import TextFilter, Timestamp
 from models.platform import JobStatus
+from roadie import quotas
 from roadie.db import async_transaction
 from roadie.jobs import intake
 from roadie.jobs.group_commit import group_commit
@@ -114,6 +115,7 @@ async def submit_job(request: Request) -> Response:
     if job_request.callback_url is not None:
         async with async_transaction() as session:
             await check_callback_url(session, client.id, job_request.callback_url, "callback_url")
+    await quotas.charge(client, 1, key)
     # Committed (with its outbox row) in one transaction with the jobs of concurrent requests.
     submission = await group_commit().submit(
         job_type,

@@ -30,6 +30,7 @@ from api.jobs import IdempotencyKeyHeader, JobPage, ListQuery, job_request_adapt
 from api.ledger import AccountView, EntriesQuery, PayoutPage, PayoutQuery, PlayReceipt, SaleRequest, SaleView
 from api.params import BigIntId
 from api.queues import PauseRequest, QueueState, QueueStates
+from api.quotas import QuotaChange, QuotaView
 from api.schedules import ScheduleList, ScheduleView
 from api.tracks import TrackAccepted, TrackUpload
 from api.webhooks import DeliveryQuery, EndpointChange, EndpointRequest, ResendFailed
@@ -42,6 +43,8 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 
 #: The refusals any authenticated operation may answer (see api/errors.py); 503: the database did not answer in time.
 ERRORS = (400, 401, 403, 404, 405, 409, 413, 415, 422, 503)
+#: Intake also answers 429 (with Retry-After) to a client over its quota.
+OVER_QUOTA = (*ERRORS, 429)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ IDEMPOTENCY_KEY = Param(
 )
 QUEUE = Param("queue", "path", str, "A pool's queue: media, ipfs, chain, ledger, indexer or default")
 JOB_TYPE = Param("job_type", "path", str, "A job type's name, such as nft.mint")
+CLIENT = Param("name", "path", str, "An API key's client name, as `roadie keys list` shows it")
 SCHEDULE = Param("name", "path", str, "A beat entry's name, as GET /v1/admin/schedules lists them")
 ENDPOINT_ID = Param("endpoint_id", "path", uuid.UUID)
 DELIVERY_ID = Param("delivery_id", "path", uuid.UUID)
@@ -103,6 +107,7 @@ def operations() -> tuple[Operation, ...]:
             "jobs:write",
             body=job_request_adapter(),
             params=(IDEMPOTENCY_KEY,),
+            errors=OVER_QUOTA,
         ),
         Operation("get", "/v1/jobs", "List jobs, newest first", {200: JobPage}, "jobs:read", query=ListQuery),
         Operation("get", "/v1/jobs/{job_id}", "A job", {200: JobView}, "jobs:read", params=(JOB_ID,)),
@@ -122,6 +127,7 @@ def operations() -> tuple[Operation, ...]:
             "jobs:write",
             body=BatchRequest,
             params=(IDEMPOTENCY_KEY,),
+            errors=OVER_QUOTA,
         ),
         Operation(
             "get",
@@ -139,6 +145,7 @@ def operations() -> tuple[Operation, ...]:
             "tracks:write",
             form=TrackUpload,
             params=(IDEMPOTENCY_KEY,),
+            errors=OVER_QUOTA,
         ),
         Operation(
             "post",
@@ -302,6 +309,25 @@ def _control_operations() -> tuple[Operation, ...]:
             ("enable", "Enable a schedule again", 200),
         )
     )
+    quota = (
+        Operation(
+            "get",
+            "/v1/admin/clients/{name}/quota",
+            "An API client's quota",
+            {200: QuotaView},
+            "admin",
+            params=(CLIENT,),
+        ),
+        Operation(
+            "put",
+            "/v1/admin/clients/{name}/quota",
+            "Set an API client's quota of accepted jobs; in force within the key cache's seconds",
+            {200: QuotaView},
+            "admin",
+            body=QuotaChange,
+            params=(CLIENT,),
+        ),
+    )
     listing = (
         Operation("get", "/v1/admin/queues", "Every queue and paused job type", {200: QueueStates}, "admin"),
         Operation(
@@ -312,7 +338,7 @@ def _control_operations() -> tuple[Operation, ...]:
             "admin",
         ),
     )
-    return (*listing, *pausing, *driving)
+    return (*listing, *pausing, *driving, *quota)
 
 
 def schema_sources() -> list[tuple[type[BaseModel] | TypeAdapter[Any], JsonSchemaMode]]:

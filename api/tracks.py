@@ -23,6 +23,7 @@ from api.errors import json_response
 from api.http import base_url, decode_json, parse, parse_body, require
 from api.jobs import IdempotencyHeader
 from api.multipart import StreamingForm
+from roadie import quotas
 from roadie.db import async_transaction
 from roadie.ingest import upload
 from roadie.ingest.upload import StagedFile, TrackFields
@@ -133,6 +134,7 @@ async def upload_track(request: Request) -> Response:
         if cover_part is not None:
             await _check_cover(cover_part.blob.path, settings.max_cover_pixels)
             image = StagedFile(cover_part.blob, str(sniff.image_type(cover_part.blob.head)), cover_part.filename)
+        await quotas.charge(client, 1, key)
         accepted: upload.Accepted | None = None
         try:
             async with async_transaction() as session:

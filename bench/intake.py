@@ -1,22 +1,29 @@
 """Intake benchmark: ``POST /v1/jobs`` of Roadie's API versus a bare Starlette + ``apply_async`` app.
 
-    python -m bench.intake [--seconds 15] [--concurrency 32] [--client raw|httpx]
+    python -m bench.intake [--seconds 15] [--concurrency 32] [--client raw|httpx] [--quotas]
 
 Each app is served by one uvicorn process (same flags), one at a time, and loaded by a separate
 load generator process (bench/loadgen.py) with 32 keep-alive clients: 2 s warm-up, then the
 measured window. Roadie runs with its outbox relay (as in production) and no workers; afterwards
 the ledger must hold exactly one job per 202 and the broker one message per job. The baseline
 must leave one broker message per 202.
+
+With ``--quotas`` both sides are Roadie: quotas off (the baseline), then on, with per-minute and
+per-day quotas no run reaches, so every request is also counted in Redis by ``limits``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
+
+import psutil
 
 from bench.common import (
     Bench,
@@ -96,6 +103,59 @@ def per_request(cpu_s: float, side: SideResult) -> float:
     return 1e6 * cpu_s / side.accepted if side.accepted else 0.0
 
 
+@dataclass(frozen=True)
+class RoadieRun:
+    """A Roadie side: the load's result, its relay's CPU, and the books checked afterwards."""
+
+    side: SideResult
+    relay_cpu_s: float
+    relay_cpu_percent: float
+    backlog: int
+    drain_s: float
+    ledger_jobs: int
+    queued: int
+
+
+def roadie_run(bench: Bench, name: str, headers: list[str], args: argparse.Namespace, problems: list[str]) -> RoadieRun:
+    """Roadie's API and relay under the load, then the books: one job per 202, one broker message per job."""
+    from workers.app import redis_queue_length
+
+    relay = bench.relay()
+    print(
+        f"{name}: api.app:app ({args.workers} uvicorn worker(s)) + relay, {args.concurrency} clients, "
+        f"{args.warmup:g}s warm-up + {args.seconds:g}s"
+    )
+    relay_cpu_before, relay_started = relay.cpu_seconds(), time.monotonic()
+    side = load(bench, name, "api.app:app", headers, args)
+    relay_cpu_s = relay.cpu_seconds() - relay_cpu_before
+    relay_cpu = 100 * relay_cpu_s / (time.monotonic() - relay_started)
+    with database_connection() as db, broker() as redis_client:
+        backlog = sql_count(db, "SELECT count(*) FROM outbox")
+        drain_started = time.monotonic()
+        wait_until(
+            lambda: sql_count(db, "SELECT count(*) FROM outbox") == 0,
+            timeout=60,
+            what="the relay to drain the outbox",
+            process=relay,
+        )
+        drain_s = time.monotonic() - drain_started if backlog else 0.0
+        ledger_jobs = sql_count(db, "SELECT count(*) FROM jobs")
+        queued = redis_queue_length(redis_client, "default")
+    relay.stop()
+    if ledger_jobs != side.accepted:
+        problems.append(f"{name}: {ledger_jobs} jobs in the ledger but {side.accepted} responses were 202")
+    if queued != ledger_jobs:
+        problems.append(f"{name}: {queued} messages on the broker for {ledger_jobs} jobs")
+    return RoadieRun(side, relay_cpu_s, relay_cpu, backlog, drain_s, ledger_jobs, queued)
+
+
+def forget_jobs() -> None:
+    """An empty ledger and broker between two Roadie runs, so each one's books are checked alone."""
+    with database_connection() as db:
+        db.execute("TRUNCATE jobs CASCADE")
+    flush_broker()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per side (default 15)")
@@ -103,47 +163,30 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator's HTTP client")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, for both sides (default 1)")
+    parser.add_argument(
+        "--quotas",
+        action="store_true",
+        help="compare Roadie with per-client quotas on (never reached) against Roadie with them off",
+    )
     args = parser.parse_args()
     problems: list[str] = []
 
     with Bench() as bench:
         from bench.common import create_api_key
-        from workers.app import redis_queue_length
 
-        relay = bench.relay()
         headers = [f"Authorization: Bearer {create_api_key()}"]
-        print(
-            f"roadie: api.app:app ({args.workers} uvicorn worker(s)) + relay, {args.concurrency} clients, "
-            f"{args.warmup:g}s warm-up + {args.seconds:g}s"
-        )
-        relay_cpu_before, relay_started = relay.cpu_seconds(), time.monotonic()
-        roadie = load(bench, "roadie", "api.app:app", headers, args)
-        relay_cpu_s = relay.cpu_seconds() - relay_cpu_before
-        relay_cpu = 100 * relay_cpu_s / (time.monotonic() - relay_started)
-        with database_connection() as db, broker() as redis_client:
-            backlog = sql_count(db, "SELECT count(*) FROM outbox")
-            drain_started = time.monotonic()
-            wait_until(
-                lambda: sql_count(db, "SELECT count(*) FROM outbox") == 0,
-                timeout=60,
-                what="the relay to drain the outbox",
-                process=relay,
-            )
-            drain_s = time.monotonic() - drain_started if backlog else 0.0
-            ledger_jobs = sql_count(db, "SELECT count(*) FROM jobs")
-            roadie_queued = redis_queue_length(redis_client, "default")
-        relay.stop()
-        if ledger_jobs != roadie.accepted:
-            problems.append(f"roadie: {ledger_jobs} jobs in the ledger but {roadie.accepted} responses were 202")
-        if roadie_queued != ledger_jobs:
-            problems.append(f"roadie: {roadie_queued} messages on the broker for {ledger_jobs} jobs")
-
+        if args.quotas:
+            return quotas_main(bench, headers, args, problems)
+        run = roadie_run(bench, "roadie", headers, args, problems)
+        roadie = run.side
         flush_broker()
         print(
             f"baseline: bench.bare_app:app ({args.workers} uvicorn worker(s)), {args.concurrency} clients, "
             f"{args.warmup:g}s warm-up + {args.seconds:g}s"
         )
         baseline = load(bench, "baseline", "bench.bare_app:app", headers, args)
+        from workers.app import redis_queue_length
+
         with broker() as redis_client:
             baseline_queued = redis_queue_length(redis_client, "default")
         if baseline_queued != baseline.accepted:
@@ -158,7 +201,7 @@ def main() -> int:
             Row("202 responses (all)", roadie.accepted, baseline.accepted, 0),
             Row("other responses/errors", roadie.rejected, baseline.rejected, 0),
             Row("API process CPU (%)", roadie.server_cpu_percent, baseline.server_cpu_percent, 0),
-            Row("relay process CPU (%)", relay_cpu, 0, 0),
+            Row("relay process CPU (%)", run.relay_cpu_percent, 0, 0),
             Row("load generator CPU (%)", roadie.loadgen_cpu_percent, baseline.loadgen_cpu_percent, 0),
             Row(
                 "API CPU per 202 (us)",
@@ -166,14 +209,11 @@ def main() -> int:
                 per_request(baseline.server_cpu_s, baseline),
                 0,
             ),
-            Row("relay CPU per 202 (us)", per_request(relay_cpu_s, roadie), 0, 0),
+            Row("relay CPU per 202 (us)", per_request(run.relay_cpu_s, roadie), 0, 0),
             Row("Postgres CPU per 202 (us)", per_request(roadie.postgres_cpu_s, roadie), 0, 0),
         ],
     )
-    print(
-        f"\nledger check: {ledger_jobs} jobs in the ledger, {roadie.accepted} 202s, {roadie_queued} broker messages; "
-        f"outbox backlog when the load stopped: {backlog} rows, drained in {drain_s:.2f}s"
-    )
+    print_books(run)
     for problem in problems:
         print(f"CHECK FAILED: {problem}")
     ratio = roadie.stats.per_second / baseline.stats.per_second
@@ -183,6 +223,75 @@ def main() -> int:
         f"{ratio:.2f}x{'' if not problems else ' -- CHECKS FAILED'}"
     )
     return 1 if problems else 0
+
+
+def print_books(run: RoadieRun) -> None:
+    print(
+        f"\nledger check: {run.ledger_jobs} jobs in the ledger, {run.side.accepted} 202s, "
+        f"{run.queued} broker messages; "
+        f"outbox backlog when the load stopped: {run.backlog} rows, drained in {run.drain_s:.2f}s"
+    )
+
+
+#: Quotas that count every request and are never reached in a run.
+UNREACHED_QUOTAS = {"ROADIE_CLIENT_JOBS_PER_MINUTE": "1000000000", "ROADIE_CLIENT_JOBS_PER_DAY": "1000000000"}
+
+
+def quotas_main(bench: Bench, headers: list[str], args: argparse.Namespace, problems: list[str]) -> int:
+    """Roadie with quotas off (the baseline), then on: each request is also counted in Redis."""
+    off = roadie_run(bench, "quotas-off", headers, args, problems)
+    forget_jobs()
+    os.environ.update(UNREACHED_QUOTAS)  # the next API processes count every request against a quota
+    try:
+        redis_before = redis_cpu_seconds()
+        on = roadie_run(bench, "quotas-on", headers, args, problems)
+        redis_on_s = redis_cpu_seconds() - redis_before
+    finally:
+        for name in UNREACHED_QUOTAS:
+            os.environ.pop(name)
+    print_table(
+        f"POST /v1/jobs, quotas on (roadie) vs off (baseline), {args.concurrency} clients, {args.seconds:g}s window",
+        [
+            Row("requests/s", on.side.stats.per_second, off.side.stats.per_second),
+            Row("p50 latency (ms)", on.side.stats.p50_ms, off.side.stats.p50_ms, 2),
+            Row("p99 latency (ms)", on.side.stats.p99_ms, off.side.stats.p99_ms, 2),
+            Row("other responses/errors", on.side.rejected, off.side.rejected, 0),
+            Row(
+                "API CPU per 202 (us)",
+                per_request(on.side.server_cpu_s, on.side),
+                per_request(off.side.server_cpu_s, off.side),
+                0,
+            ),
+            Row(
+                "relay CPU per 202 (us)",
+                per_request(on.relay_cpu_s, on.side),
+                per_request(off.relay_cpu_s, off.side),
+                0,
+            ),
+            Row(
+                "Postgres CPU per 202 (us)",
+                per_request(on.side.postgres_cpu_s, on.side),
+                per_request(off.side.postgres_cpu_s, off.side),
+                0,
+            ),
+            Row("Redis CPU per 202, quotas on (us)", per_request(redis_on_s, on.side), 0, 0),
+        ],
+    )
+    print_books(on)
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}")
+    return 1 if problems else 0
+
+
+def redis_cpu_seconds() -> float:
+    """CPU so far of the machine's redis-server processes (the benchmark's Redis is the machine's)."""
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        with suppress(psutil.Error):
+            if process.info["name"] == "redis-server":
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class ApiClient(Base):
     __tablename__ = "api_clients"
     __table_args__ = (
         CheckConstraint("scopes <@ ARRAY[" + ", ".join(f"'{s}'" for s in SCOPES) + "]::varchar[]", name="known_scopes"),
+        CheckConstraint("jobs_per_minute >= 0 AND jobs_per_day >= 0", name="quotas_not_negative"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -82,6 +83,12 @@ class ApiClient(Base):
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     created_at: Mapped[dt.datetime] = created_at()
     revoked_at: Mapped[dt.datetime | None]
+    jobs_per_minute: Mapped[int | None] = mapped_column(
+        Integer, comment="Its quota of accepted jobs per minute; null: ROADIE_CLIENT_JOBS_PER_MINUTE."
+    )
+    jobs_per_day: Mapped[int | None] = mapped_column(
+        Integer, comment="Its quota of accepted jobs per day; null: ROADIE_CLIENT_JOBS_PER_DAY."
+    )
 
 
 class ConsoleSession(Base):

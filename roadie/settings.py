@@ -52,6 +52,19 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1_048_576, description="Largest JSON request body the API accepts.")
     idempotency_ttl_hours: int = Field(default=24, ge=24, description="How long Idempotency-Keys are kept.")
+    client_jobs_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="Jobs each API client may have accepted per minute, unless its own quota says; unset: no limit.",
+    )
+    client_jobs_per_day: int | None = Field(
+        default=None,
+        ge=0,
+        description="Jobs each API client may have accepted per day, unless its own quota says; unset: no limit.",
+    )
+    quota_redis_url: str | None = Field(
+        default=None, description="Redis that counts quotas (redis://...). Unset: the broker, when it is Redis."
+    )
     job_delay_horizon_days: int = Field(
         default=365, ge=1, le=3650, description="Furthest ahead a job's run_at or delay_s may put it."
     )

@@ -166,4 +166,5 @@ def test_the_console_lists_scheduled_jobs_with_their_time_and_a_job_page_says_wh
     assert job["id"][:8] in listing.text
     assert "runs " in listing.text
     assert 'id="job-run-at"' in page.text
+    assert '<dd id="job-priority">5 ' in page.text
     assert '<span class="status scheduled" id="job-status">scheduled</span>' in page.text

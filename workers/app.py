@@ -7,9 +7,11 @@ Pools (run one worker command per pool; see the README):
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
+from kombu.connection import Connection
 
 from models.platform import PRIORITY_DEFAULT, PRIORITY_MAX
 from roadie.db import dispose_engines, use_role
@@ -93,8 +95,13 @@ def broker_priority(priority: int | None, broker_url: str | None = None) -> int:
     RabbitMQ delivers higher numbers first; kombu's Redis transport pops priority 0's list first.
     """
     ranked = PRIORITY_DEFAULT if priority is None else priority
-    url = broker_url or get_settings().celery_broker_url
-    return PRIORITY_MAX - ranked if url.startswith(("redis://", "rediss://")) else ranked
+    return PRIORITY_MAX - ranked if redis_broker(broker_url or get_settings().celery_broker_url) else ranked
+
+
+@lru_cache(maxsize=8)
+def redis_broker(url: str) -> bool:
+    """Whether kombu talks to Redis at ``url`` (redis, rediss, sentinel, redis+socket): its transport says."""
+    return bool(Connection(url).transport.driver_type == "redis")
 
 
 def redis_queue_length(client: Redis, queue: str) -> int:
