@@ -175,17 +175,22 @@ class Process(ProcessGroup):
         return total
 
 
-def postgres_cpu_seconds(database: str = BENCH_DATABASE, exclude: Collection[int] = ()) -> float:
-    """CPU so far of the PostgreSQL backends serving ``database`` (those still connected), but those in ``exclude``."""
+def server_cpu_seconds(name: str, cmdline_has: str = "", exclude: Collection[int] = ()) -> float:
+    """CPU so far of the processes called ``name`` whose command line has ``cmdline_has``, but those in ``exclude``."""
     total = 0.0
     for process in psutil.process_iter(["name", "cmdline"]):
         with suppress(psutil.Error):
             if process.pid in exclude:
                 continue
-            if process.info["name"] == "postgres" and f" {database} " in " ".join(process.info["cmdline"] or ()):
+            if process.info["name"] == name and cmdline_has in " ".join(process.info["cmdline"] or ()):
                 times = process.cpu_times()
                 total += times.user + times.system
     return total
+
+
+def postgres_cpu_seconds(database: str = BENCH_DATABASE, exclude: Collection[int] = ()) -> float:
+    """CPU so far of the PostgreSQL backends serving ``database`` (those still connected), but those in ``exclude``."""
+    return server_cpu_seconds("postgres", f" {database} ", exclude)
 
 
 def cpu_steal_percent(since: Any) -> float:

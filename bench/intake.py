@@ -19,11 +19,8 @@ import json
 import os
 import sys
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
-
-import psutil
 
 from bench.common import (
     Bench,
@@ -36,6 +33,7 @@ from bench.common import (
     postgres_cpu_seconds,
     print_table,
     run_main,
+    server_cpu_seconds,
     sql_count,
     summarize,
     wait_port,
@@ -243,9 +241,9 @@ def quotas_main(bench: Bench, headers: list[str], args: argparse.Namespace, prob
     forget_jobs()
     os.environ.update(UNREACHED_QUOTAS)  # the next API processes count every request against a quota
     try:
-        redis_before = redis_cpu_seconds()
+        redis_before = server_cpu_seconds("redis-server")
         on = roadie_run(bench, "quotas-on", headers, args, problems)
-        redis_on_s = redis_cpu_seconds() - redis_before
+        redis_on_s = server_cpu_seconds("redis-server") - redis_before
     finally:
         for name in UNREACHED_QUOTAS:
             os.environ.pop(name)
@@ -281,17 +279,6 @@ def quotas_main(bench: Bench, headers: list[str], args: argparse.Namespace, prob
     for problem in problems:
         print(f"CHECK FAILED: {problem}")
     return 1 if problems else 0
-
-
-def redis_cpu_seconds() -> float:
-    """CPU so far of the machine's redis-server processes (the benchmark's Redis is the machine's)."""
-    total = 0.0
-    for process in psutil.process_iter(["name"]):
-        with suppress(psutil.Error):
-            if process.info["name"] == "redis-server":
-                times = process.cpu_times()
-                total += times.user + times.system
-    return total
 
 
 if __name__ == "__main__":

@@ -155,6 +155,14 @@ def webhook_delivery(
         return row.id
 
 
+def api_healthy(url: str) -> bool:
+    """Whether the API at ``url`` answers its liveness probe (a test that starts its own API waits on this)."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 20) -> Any:
     """Poll ``condition`` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout

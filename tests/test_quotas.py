@@ -17,7 +17,7 @@ from roadie.cli import main
 from roadie.db import transaction
 from roadie.settings import get_settings
 from tests.conftest import Processes, create_key, free_port
-from tests.helpers import wait_until
+from tests.helpers import api_healthy, wait_until
 
 ECHO = {"type": "platform.echo", "payload": {}}
 
@@ -164,7 +164,7 @@ def test_when_the_quota_counter_s_redis_is_down_intake_still_accepts_and_says_so
     env = os.environ | {"ROADIE_QUOTA_REDIS_URL": "redis://127.0.0.1:1/0", "ROADIE_CLIENT_JOBS_PER_MINUTE": "1"}
     api = processes.api(port, env)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _healthy(url), timeout=30)
+    wait_until(lambda: api_healthy(url), timeout=30)
     key = create_key(f"app-{uuid.uuid4().hex[:8]}", ["jobs:write", "jobs:rehearse"])
     try:
         answers = [
@@ -177,10 +177,3 @@ def test_when_the_quota_counter_s_redis_is_down_intake_still_accepts_and_says_so
     assert [a.status_code for a in answers] == [202, 202]  # the ledger accepts; the counter is what failed
     # Logged once: after a failure the API counts nothing for a few seconds rather than wait on each request.
     assert api.log().count('"quota.storage_unavailable"') == 1
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

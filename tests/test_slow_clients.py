@@ -17,6 +17,7 @@ from uvicorn.server import ServerState
 
 from api.server import SlowClientH11Protocol
 from tests.conftest import Processes, free_port
+from tests.helpers import api_healthy
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.5
@@ -36,17 +37,11 @@ def strict_api(processes: Processes) -> Iterator[str]:
     api = processes.api(port, env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while not _healthy(url):
+    while not api_healthy(url):
         assert time.monotonic() < deadline, api.log()
         time.sleep(0.1)
     yield url
     api.stop()
-
-
-def _healthy(url: str) -> bool:
-    with suppress(httpx.HTTPError):
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    return False
 
 
 def _stalled(url: str, stack: ExitStack, request: bytes) -> socket.socket:
